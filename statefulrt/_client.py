@@ -1,0 +1,197 @@
+"""Coroutines for the Runtime API endpoints, over a swappable transport."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from typing import TYPE_CHECKING, Protocol
+
+from . import _wire as wire
+from ._diagnostic import ErrorPayload
+from ._exceptions import RuntimeApiError, RuntimeApiUnavailable
+from ._http import ConnectionLost, HttpConnection, HttpResponse
+from ._invocation import Invocation
+from ._log import transport_logger
+from ._version import __version__
+
+if TYPE_CHECKING:
+    import aiohttp
+
+USER_AGENT = f"statefulrt/{__version__} python/{platform.python_version()}"
+
+_BASE = f"/{wire.API_VERSION}/runtime"
+_JSON = "application/json"
+
+
+class Transport(Protocol):
+    """Sends one HTTP request to the Runtime API and returns its response."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class StreamTransport:
+    """The default: one keep-alive connection over asyncio streams."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._connection = HttpConnection(host, port, user_agent=USER_AGENT)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        return await self._connection.request(method, path, body, headers)
+
+    async def aclose(self) -> None:
+        self._connection.close()
+
+
+class AiohttpTransport:
+    """An aiohttp session: slower to import, kept for comparison and for tests
+    that mock the Runtime API with aioresponses."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._base = f"http://{host}:{port}"
+        self._session: aiohttp.ClientSession | None = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        import aiohttp  # deferred: importing aiohttp costs about 200 ms
+
+        if self._session is None:
+            # no read timeout: `next` long-polls and the sandbox may freeze
+            timeout = aiohttp.ClientTimeout(total=None, connect=1.0)
+            self._session = aiohttp.ClientSession(
+                timeout=timeout, headers={"User-Agent": USER_AGENT}
+            )
+        try:
+            async with self._session.request(
+                method, self._base + path, data=body or None, headers=headers
+            ) as response:
+                payload = await response.read()
+                names = {key.lower(): value for key, value in response.headers.items()}
+                return HttpResponse(response.status, names, payload)
+        except aiohttp.ClientError as exc:
+            raise ConnectionLost(f"{method} {path}: {exc!r}") from exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class RuntimeApiClient:
+    """One coroutine per Runtime API endpoint.
+
+    A transport failure (reset, refused, closed mid-response) is retried with
+    exponential backoff; after ``attempts`` failures in a row the client raises
+    ``RuntimeApiUnavailable`` and the runtime exits.  4xx answers to posts are
+    logged and reported as ``False`` (the invocation was already answered, or
+    has timed out); 5xx answers raise ``RuntimeApiError``, because Lambda asks
+    a runtime to exit on them.
+    """
+
+    def __init__(
+        self,
+        runtime_api: str,
+        *,
+        transport: Transport | None = None,
+        attempts: int = 6,
+        backoff: float = 0.05,
+    ) -> None:
+        host, _, port = runtime_api.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"runtime_api must be 'host:port', not {runtime_api!r}")
+        self.transport: Transport = transport or StreamTransport(host, int(port))
+        self._attempts = attempts
+        self._backoff = backoff
+
+    async def next_invocation(self) -> Invocation:
+        """Long-poll for the next event (no read timeout)."""
+        path = f"{_BASE}/invocation/next"
+        response = await self._send("GET", path)
+        if response.status != 200:
+            raise RuntimeApiError("GET", path, response.status, response.body)
+        return Invocation.from_next(response.headers, response.body)
+
+    async def post_response(
+        self, request_id: str, body: bytes, content_type: str = _JSON
+    ) -> bool:
+        path = f"{_BASE}/invocation/{request_id}/response"
+        headers = {"Content-Type": content_type}
+        return self._accepted(
+            "POST", path, await self._send("POST", path, body, headers)
+        )
+
+    async def post_error(self, request_id: str, error: ErrorPayload) -> bool:
+        path = f"{_BASE}/invocation/{request_id}/error"
+        headers = {"Content-Type": _JSON, wire.ERROR_TYPE: error.error_type}
+        response = await self._send("POST", path, error.to_json(), headers)
+        return self._accepted("POST", path, response)
+
+    async def post_init_error(self, error: ErrorPayload) -> bool:
+        path = f"{_BASE}/init/error"
+        headers = {"Content-Type": _JSON, wire.ERROR_TYPE: error.error_type}
+        response = await self._send("POST", path, error.to_json(), headers)
+        return self._accepted("POST", path, response)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        delay = self._backoff
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return await self.transport.request(method, path, body, headers)
+            except ConnectionLost as exc:
+                if attempt == self._attempts:
+                    raise RuntimeApiUnavailable(
+                        f"the Runtime API did not answer {method} {path} after "
+                        f"{attempt} attempts; last error: {exc}"
+                    ) from exc
+                transport_logger.warning(
+                    "%s %s failed (%s); retrying in %.0f ms",
+                    method,
+                    path,
+                    exc,
+                    delay * 1000,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _accepted(method: str, path: str, response: HttpResponse) -> bool:
+        if 200 <= response.status < 300:
+            return True
+        if response.status >= 500:
+            raise RuntimeApiError(method, path, response.status, response.body)
+        transport_logger.warning(
+            "%s %s was refused with %d: %s",
+            method,
+            path,
+            response.status,
+            response.body[:300].decode("utf-8", "replace").strip(),
+        )
+        return False

@@ -1,0 +1,202 @@
+"""When buffered data is flushed, and how a flush stays all-or-nothing.
+
+Lambda freezes the sandbox as soon as the runtime asks for the next event, so
+no timer can fire between invocations: every policy is evaluated at
+invocation boundaries, after the response has been posted, where the work is
+billed but the caller no longer waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._diagnostic import describe
+from ._log import flush_logger
+from ._state import State
+
+FlushReason = Literal["items", "bytes", "age", "shutdown", "manual"]
+FlushHook = Callable[["Flush"], Awaitable[None]]
+
+# Retry backoff after a failed flush: first retry after this many seconds,
+# doubling up to the cap.
+RETRY_FIRST_DELAY = 0.1
+RETRY_MAX_DELAY = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlushPolicy:
+    """What makes buffered data due for a flush.
+
+    ``every``      flush once this many items are pending (across buffers)
+    ``max_bytes``  flush once this many bytes are pending
+    ``max_age``    flush once the oldest pending item is this many seconds old
+                   (checked at invocation boundaries; a frozen sandbox runs no
+                   timers)
+    ``on_shutdown`` flush what is left when the runtime shuts down
+    """
+
+    every: int | None = None
+    max_bytes: int | None = None
+    max_age: float | None = None
+    on_shutdown: bool = True
+
+    def __post_init__(self) -> None:
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"FlushPolicy every must be >= 1 item, not {self.every!r}")
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise ValueError(
+                f"FlushPolicy max_bytes must be >= 1 byte, not {self.max_bytes!r}"
+            )
+        if self.max_age is not None and self.max_age <= 0:
+            raise ValueError(
+                f"FlushPolicy max_age must be > 0 seconds, not {self.max_age!r}"
+            )
+
+    def due(self, state: State, now: float | None = None) -> FlushReason | None:
+        """The reason a flush is due now, or None."""
+        if self.every is not None and state.pending_items >= self.every:
+            return "items"
+        if self.max_bytes is not None and state.pending_bytes >= self.max_bytes:
+            return "bytes"
+        if self.max_age is not None:
+            age = state.oldest_age(now)
+            if age is not None and age >= self.max_age:
+                return "age"
+        return None
+
+
+class Flush:
+    """One flush: the items it took from each buffer, under a fixed epoch.
+
+    ``epoch`` counts successful flushes from 1 and ``name`` is derived from it,
+    so a retry of a failed flush carries the same epoch, name and items, and a
+    sink can use the name as an idempotency key.
+    """
+
+    __slots__ = ("epoch", "reason", "attempt", "_batches")
+
+    def __init__(
+        self, epoch: int, reason: FlushReason, batches: dict[str, list[Any]]
+    ) -> None:
+        self.epoch = epoch
+        self.reason: FlushReason = reason
+        self.attempt = 1
+        self._batches = batches
+
+    @property
+    def name(self) -> str:
+        return f"{self.epoch:010d}"
+
+    def items(self, buffer: str) -> list[Any]:
+        """The items this flush took from ``buffer`` (empty if none)."""
+        return list(self._batches.get(buffer, ()))
+
+    @property
+    def buffers(self) -> dict[str, list[Any]]:
+        return {name: list(items) for name, items in self._batches.items()}
+
+    def __len__(self) -> int:
+        return sum(len(items) for items in self._batches.values())
+
+    def __repr__(self) -> str:
+        return (
+            f"Flush(epoch={self.epoch}, reason={self.reason!r}, items={len(self)}, "
+            f"attempt={self.attempt})"
+        )
+
+
+class Flusher:
+    """Runs the flush hooks of one handler over its state, transactionally."""
+
+    def __init__(
+        self, state: State, policy: FlushPolicy, hooks: Sequence[FlushHook]
+    ) -> None:
+        self.state = state
+        self.policy = policy
+        self.hooks = list(hooks)
+        self.epoch = 0  # last successful flush
+        self.failures = 0  # consecutive failed attempts
+        self._pending: Flush | None = None  # a failed flush waiting for its retry
+        self._retry_at = 0.0
+
+    @property
+    def retry_pending(self) -> bool:
+        return self._pending is not None
+
+    async def at_boundary(self, now: float | None = None) -> bool | None:
+        """Flush if the policy says so (or a failed flush is due for retry).
+
+        Returns None when nothing was due, else whether the flush succeeded.
+        """
+        now = time.monotonic() if now is None else now
+        if self._pending is not None:
+            if now < self._retry_at:
+                return None
+            return await self._run(self._pending)
+        reason = self.policy.due(self.state, now)
+        if reason is None:
+            return None
+        return await self.flush(reason)
+
+    async def flush(self, reason: FlushReason = "manual") -> bool:
+        """Flush everything pending now; True when it succeeded (or was empty)."""
+        batch = self._pending or self._claim(reason)
+        if batch is None:
+            return True
+        return await self._run(batch)
+
+    def _claim(self, reason: FlushReason) -> Flush | None:
+        batches = {
+            name: buffer._claim()
+            for name, buffer in self.state.buffers.items()
+            if len(buffer)
+        }
+        if not batches:
+            return None
+        return Flush(self.epoch + 1, reason, batches)
+
+    async def _run(self, batch: Flush) -> bool:
+        started = time.perf_counter()
+        try:
+            for hook in self.hooks:
+                await hook(batch)
+        except BaseException as exc:
+            # a hook calling sys.exit() fails this flush, not the runtime
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self._pending = batch
+            self.failures += 1
+            delay = min(RETRY_FIRST_DELAY * 2 ** (self.failures - 1), RETRY_MAX_DELAY)
+            self._retry_at = time.monotonic() + delay
+            flush_logger.error(
+                "flush %s (%s, %d items, attempt %d) failed: %s: %s; "
+                "its items stay buffered, retry in %.1f s",
+                batch.name,
+                batch.reason,
+                len(batch),
+                batch.attempt,
+                type(exc).__name__,
+                describe(exc),
+                delay,
+                exc_info=exc,
+            )
+            batch.attempt += 1
+            return False
+
+        for name in batch.buffers:
+            self.state.buffer(name)._commit()
+        self.epoch = batch.epoch
+        self.failures = 0
+        self._pending = None
+        flush_logger.info(
+            "flush %s written (%s, %d items) in %.1f ms",
+            batch.name,
+            batch.reason,
+            len(batch),
+            (time.perf_counter() - started) * 1000,
+        )
+        return True

@@ -1,0 +1,336 @@
+"""The runtime loop: init once, then next → handle → answer → flush, forever.
+
+Lifecycle::
+
+    start → init ──(init error: report, exit 1)
+              │
+              ▼
+           ready ⇄ invoking → post-response work (flush policy) → ready
+              │
+          SIGTERM / SIGINT
+              ▼
+           draining (finish in-flight invocations, final flush, close()) → closed
+
+Every invocation is answered exactly once whatever the handler does; only a
+Runtime API that stays unreachable or answers ``next`` with an error ends the
+loop, with a log line saying why and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, MutableMapping
+from types import FrameType
+from typing import Any
+
+from . import _wire as wire
+from ._client import RuntimeApiClient
+from ._config import RuntimeConfig
+from ._diagnostic import ErrorPayload, describe
+from ._exceptions import HandlerLoadError, RuntimeApiError, RuntimeApiUnavailable
+from ._flush import Flusher
+from ._handler import HandlerAdapter
+from ._invocation import Context, Invocation, current_invocation
+from ._loader import load_handler
+from ._log import TRACE, invoke_logger, runtime_logger
+from ._marshal import decode_event, encode_result
+
+EXIT_OK = 0
+EXIT_INIT_ERROR = 1
+EXIT_API_FAILURE = 2
+
+_SignalHandler = Callable[[int, FrameType | None], Any]
+
+
+class Runtime:
+    """Owns the event loop's work for the life of the process."""
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        client: RuntimeApiClient | None = None,
+        environ: MutableMapping[str, str] | None = None,
+        handler: object | None = None,
+        install_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.client = client or RuntimeApiClient(config.runtime_api)
+        self._environ = os.environ if environ is None else environ
+        self._handler_override = handler
+        self._install_signals = install_signals
+        self.adapter: HandlerAdapter | None = None
+        self.flusher: Flusher | None = None
+        self.invocations = 0
+        self._stopping = asyncio.Event()
+        self._in_flight = 0
+        self._idle_pollers: set[asyncio.Task[None]] = set()
+        self._user_signal_handlers: dict[int, _SignalHandler] = {}
+
+    async def run(self) -> int:
+        """Run until shutdown; returns the process exit code."""
+        started = time.perf_counter()
+        if not await self._init():
+            await self.client.aclose()
+            return EXIT_INIT_ERROR
+        runtime_logger.info(
+            "init done in %.1f ms (handler %s, %d poller%s)",
+            (time.perf_counter() - started) * 1000,
+            self.config.handler,
+            self.config.max_concurrency,
+            "" if self.config.max_concurrency == 1 else "s",
+        )
+
+        self._install_signal_handlers()
+        pollers = [
+            asyncio.create_task(self._poll(), name=f"statefulrt-poller-{n}")
+            for n in range(self.config.max_concurrency)
+        ]
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [*pollers, stop], return_when=asyncio.FIRST_COMPLETED
+            )
+            exit_code = EXIT_OK
+            for task in done:
+                if task is not stop and task.exception() is not None:
+                    exit_code = self._report_fatal(task.exception())
+            await self._drain(pollers)
+        finally:
+            stop.cancel()
+            self._restore_signal_handlers()
+            await self.client.aclose()
+        return exit_code
+
+    def request_shutdown(self, reason: str = "requested") -> None:
+        """Stop polling; in-flight invocations finish, then flush and close."""
+        if self._stopping.is_set():
+            return
+        runtime_logger.info("shutdown (%s): draining", reason)
+        self._stopping.set()
+        for task in list(self._idle_pollers):
+            task.cancel()
+
+    # -- init -------------------------------------------------------------------
+
+    async def _init(self) -> bool:
+        try:
+            target = self._handler_override
+            if target is None:
+                target = load_handler(self.config.handler, self.config.task_root)
+            self.adapter = HandlerAdapter(
+                target, max_workers=self.config.max_concurrency
+            )
+            await self.adapter.init()
+        except HandlerLoadError as exc:
+            error = ErrorPayload(
+                error_type=exc.error_type,
+                error_message=describe(exc),
+                stack_trace=tuple(exc.stack_trace),
+            )
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the user's init: anything may come out
+            error = ErrorPayload.from_exception(exc)
+        else:
+            stateful = self.adapter.stateful
+            if stateful is not None:
+                self.flusher = Flusher(
+                    stateful.state, stateful.flush_policy, stateful.flush_hooks()
+                )
+            return True
+
+        runtime_logger.error(
+            "init failed: %s: %s", error.error_type, error.error_message
+        )
+        try:
+            await self.client.post_init_error(error)
+        except (RuntimeApiError, RuntimeApiUnavailable) as exc:
+            runtime_logger.error("could not report the init error: %s", exc)
+        return False
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while not self._stopping.is_set():
+            self._idle_pollers.add(task)
+            try:
+                invocation = await self.client.next_invocation()
+            except asyncio.CancelledError:
+                if self._stopping.is_set():
+                    return  # cancelled while idle: shutting down
+                raise
+            except ValueError as exc:
+                invoke_logger.error(
+                    "dropping an event that cannot be answered: %s", exc
+                )
+                continue
+            finally:
+                self._idle_pollers.discard(task)
+
+            # Busy pollers are never cancelled: a shutdown waits for the answer.
+            self._in_flight += 1
+            try:
+                await self._invoke(invocation)
+                await self._after_response()
+            finally:
+                self._in_flight -= 1
+
+    async def _invoke(self, invocation: Invocation) -> None:
+        assert self.adapter is not None
+        self.invocations += 1
+        token = current_invocation.set(invocation)
+        self._set_trace_id(invocation.trace_id)
+        try:
+            context = Context(invocation, self.config, index=self.invocations)
+            for warning in context.warnings:
+                invoke_logger.warning("%s", warning)
+            invoke_logger.log(TRACE, "invoke %s", invocation.request_id)
+            await self._answer(invocation, context)
+        finally:
+            current_invocation.reset(token)
+
+    async def _answer(self, invocation: Invocation, context: Context) -> None:
+        assert self.adapter is not None
+        request_id = invocation.request_id
+
+        try:
+            event = decode_event(invocation.body, invocation.content_type)
+        except ValueError as exc:
+            await self._fail(
+                request_id,
+                ErrorPayload(
+                    error_type=wire.ErrorType.UNMARSHAL_ERROR,
+                    error_message=f"Unable to unmarshal input: {describe(exc)}",
+                    request_id=request_id,
+                ),
+            )
+            return
+
+        try:
+            result = await self.adapter.call(event, context)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            await self._fail(request_id, ErrorPayload.from_exception(exc, request_id))
+            return
+        except BaseException as exc:  # the user's code: anything may come out
+            await self._fail(request_id, ErrorPayload.from_exception(exc, request_id))
+            return
+
+        try:
+            body, content_type = encode_result(result)
+        except (TypeError, ValueError) as exc:
+            await self._fail(
+                request_id,
+                ErrorPayload(
+                    error_type=wire.ErrorType.MARSHAL_ERROR,
+                    error_message=f"Unable to marshal response: {describe(exc)}",
+                    request_id=request_id,
+                ),
+            )
+            return
+
+        if len(body) > wire.MAX_RESPONSE_BYTES:
+            await self._fail(
+                request_id,
+                ErrorPayload(
+                    error_type=wire.ErrorType.RESPONSE_TOO_LARGE,
+                    error_message=(
+                        f"Response payload size ({len(body)} bytes) exceeded "
+                        "maximum allowed payload size "
+                        f"({wire.MAX_RESPONSE_BYTES} bytes)."
+                    ),
+                    request_id=request_id,
+                ),
+            )
+            return
+        await self.client.post_response(request_id, body, content_type)
+
+    async def _fail(self, request_id: str, error: ErrorPayload) -> None:
+        invoke_logger.error(
+            "%s: %s\n%s",
+            error.error_type,
+            error.error_message,
+            "".join(error.stack_trace).rstrip("\n"),
+        )
+        await self.client.post_error(request_id, error)
+
+    async def _after_response(self) -> None:
+        # Post-response work: billed, but the caller already has its answer.
+        if self.flusher is not None:
+            await self.flusher.at_boundary()
+
+    def _set_trace_id(self, trace_id: str | None) -> None:
+        # The variable is process-wide: only meaningful with one invocation
+        # at a time.
+        if self.config.max_concurrency != 1:
+            return
+        if trace_id:
+            self._environ[wire.TRACE_ENV] = trace_id
+        else:
+            self._environ.pop(wire.TRACE_ENV, None)
+
+    # -- shutdown ---------------------------------------------------------------
+
+    async def _drain(self, pollers: list[asyncio.Task[None]]) -> None:
+        self.request_shutdown("loop ended")
+        await asyncio.gather(*pollers, return_exceptions=True)
+
+        if self.flusher is not None and self.flusher.policy.on_shutdown:
+            await self.flusher.flush("shutdown")
+        if self.adapter is not None:
+            try:
+                await self.adapter.close()
+            except Exception as exc:
+                runtime_logger.error("close() failed: %s", describe(exc), exc_info=exc)
+        runtime_logger.info("closed after %d invocations", self.invocations)
+
+    def _report_fatal(self, exc: BaseException | None) -> int:
+        if isinstance(exc, RuntimeApiUnavailable):
+            runtime_logger.critical("exiting: %s", exc)
+        elif isinstance(exc, RuntimeApiError):
+            runtime_logger.critical(
+                "exiting: the Runtime API refused the runtime: %s", exc
+            )
+        else:
+            runtime_logger.critical("exiting: unexpected failure", exc_info=exc)
+        return EXIT_API_FAILURE
+
+    def _install_signal_handlers(self) -> None:
+        if not self._install_signals:
+            return
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(signum)
+            if callable(previous) and previous is not signal.default_int_handler:
+                # a handler the user installed still runs, after ours starts
+                # the drain
+                self._user_signal_handlers[signum] = previous
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _restore_signal_handlers(self) -> None:
+        if not self._install_signals:
+            return
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self.request_shutdown(signal.Signals(signum).name)
+        user_handler = self._user_signal_handlers.get(signum)
+        if user_handler is not None:
+            try:
+                user_handler(signum, None)
+            except Exception as exc:
+                runtime_logger.error(
+                    "the %s handler installed by the function failed: %s",
+                    signal.Signals(signum).name,
+                    describe(exc),
+                )

@@ -1,0 +1,153 @@
+"""The ``statefulrt`` command.
+
+``run`` is the Lambda bootstrap and takes a fast path that imports nothing
+else; the other subcommands load argparse, aiohttp and the emulator on demand.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+DEFAULT_INVOKE_URL = "http://127.0.0.1:9000/2015-03-31/functions/function/invocations"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["run"]:
+        from ._bootstrap import run
+
+        return run(args[1:])
+    return _main_slow(args)
+
+
+def _main_slow(args: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="statefulrt",
+        description="An asyncio runtime for AWS Lambda that keeps state warm.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the runtime (the Lambda bootstrap)")
+    run.add_argument("handler", nargs="?", help="module.function (default: $_HANDLER)")
+
+    emulate = commands.add_parser(
+        "emulate", help="play the Lambda service for any runtime command"
+    )
+    _emulator_options(emulate)
+    emulate.add_argument(
+        "runtime_command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS"
+    )
+
+    dev = commands.add_parser("dev", help="emulator + statefulrt's own runtime")
+    dev.add_argument("handler", help="module.function or module.HandlerClass")
+    _emulator_options(dev)
+
+    invoke = commands.add_parser("invoke", help="invoke a running emulator")
+    invoke.add_argument("--url", default=DEFAULT_INVOKE_URL)
+    invoke.add_argument(
+        "event", nargs="?", default=None, help="event JSON file, or - for stdin"
+    )
+
+    options = parser.parse_args(args)
+    if options.command == "run":
+        from ._bootstrap import run as run_runtime
+
+        return run_runtime([options.handler] if options.handler else [])
+    if options.command == "invoke":
+        return _invoke(options.url, options.event)
+
+    if options.command == "dev":
+        command = [sys.executable, "-m", "statefulrt", options.handler]
+        handler: str | None = options.handler
+    else:
+        command = list(options.runtime_command)
+        if command[:1] == ["--"]:
+            command = command[1:]
+        if not command:
+            parser.error("emulate needs a runtime command after '--'")
+        handler = None
+    return _emulate(command, options, handler)
+
+
+def _emulator_options(parser: object) -> None:
+    import argparse
+
+    assert isinstance(parser, argparse.ArgumentParser)
+    parser.add_argument("--host", default="127.0.0.1", help="bind address")
+    parser.add_argument("--port", type=int, default=9000, help="invoke port")
+    parser.add_argument(
+        "--timeout", type=float, default=3.0, help="function timeout in seconds"
+    )
+    parser.add_argument("--memory", type=int, default=128, help="memory size in MB")
+
+
+def _emulate(command: list[str], options: object, handler: str | None) -> int:
+    import asyncio
+
+    from .emulator import Emulator
+
+    async def serve() -> None:
+        emulator = Emulator(
+            command,
+            host=getattr(options, "host"),  # noqa: B009
+            port=getattr(options, "port"),  # noqa: B009
+            timeout=getattr(options, "timeout"),  # noqa: B009
+            memory_mb=getattr(options, "memory"),  # noqa: B009
+            handler=handler,
+        )
+        async with emulator:
+            print(
+                f"statefulrt emulator: invoke with POST {emulator.url}"
+                "/2015-03-31/functions/function/invocations  (Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _invoke(url: str, event_path: str | None) -> int:
+    import urllib.error
+    import urllib.request
+
+    if event_path is None:
+        payload = b"{}"
+    elif event_path == "-":
+        payload = sys.stdin.buffer.read()
+    else:
+        with open(event_path, "rb") as source:
+            payload = source.read()
+
+    request = urllib.request.Request(
+        url, data=payload, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=900) as response:
+            body = response.read()
+            function_error = response.headers.get("X-Amz-Function-Error")
+    except urllib.error.HTTPError as exc:
+        sys.stderr.write(f"statefulrt invoke: {url} answered {exc.code}\n")
+        sys.stdout.buffer.write(exc.read() + b"\n")
+        return 1
+    except urllib.error.URLError as exc:
+        sys.stderr.write(f"statefulrt invoke: cannot reach {url}: {exc.reason}\n")
+        return 1
+
+    sys.stdout.buffer.write(body + b"\n")
+    sys.stdout.flush()
+    if function_error:
+        sys.stderr.write(f"statefulrt invoke: function error ({function_error})\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

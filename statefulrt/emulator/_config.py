@@ -1,0 +1,91 @@
+"""The emulated function's configuration and the environment its runtime sees."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = ["FunctionConfig"]
+
+ACCOUNT_ID: Final = "012345678912"
+REGION: Final = "us-east-1"
+VERSION: Final = "$LATEST"
+
+_FUNCTION_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+# Lambda gives an on-demand init ten seconds before it gives up on it.
+INIT_TIMEOUT: Final = 10.0
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    """What Lambda knows about a function before any invoke arrives."""
+
+    name: str = "function"
+    memory_mb: int = 128
+    timeout: float = 3.0
+    init_timeout: float = INIT_TIMEOUT
+    handler: str | None = None
+    task_root: str = field(default_factory=os.getcwd)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _FUNCTION_NAME.fullmatch(self.name):
+            message = (
+                f"function_name {self.name!r} must be 1-64 letters, digits, "
+                "hyphens or underscores, as Lambda requires"
+            )
+            raise ValueError(message)
+        if not 128 <= self.memory_mb <= 10240:
+            message = f"memory_mb must be between 128 and 10240, got {self.memory_mb}"
+            raise ValueError(message)
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be a positive number, got {self.timeout}")
+        if not self.init_timeout > 0:
+            message = f"init_timeout must be a positive number, got {self.init_timeout}"
+            raise ValueError(message)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.name}"
+
+    @property
+    def log_group(self) -> str:
+        return f"/aws/lambda/{self.name}"
+
+    def runtime_environ(
+        self, runtime_api: str, base: Mapping[str, str]
+    ) -> dict[str, str]:
+        """The environment of a freshly started runtime process.
+
+        ``base`` (the emulator's own environment) comes first so the Lambda
+        variables win over anything inherited, and the caller's ``env``
+        overrides come last so a test can still set whatever it needs.
+        """
+        day = time.strftime("%Y/%m/%d", time.gmtime())
+        log_stream = f"{day}/[{VERSION}]{secrets.token_hex(16)}"
+        environ = dict(base)
+        environ.update(
+            {
+                "AWS_LAMBDA_RUNTIME_API": runtime_api,
+                "AWS_LAMBDA_FUNCTION_NAME": self.name,
+                "AWS_LAMBDA_FUNCTION_VERSION": VERSION,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
+                "AWS_LAMBDA_LOG_GROUP_NAME": self.log_group,
+                "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+                "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+                "AWS_REGION": REGION,
+                "AWS_DEFAULT_REGION": REGION,
+                "LAMBDA_TASK_ROOT": self.task_root,
+                "TZ": ":UTC",
+            }
+        )
+        if self.handler is not None:
+            environ["_HANDLER"] = self.handler
+        environ.update(self.env)
+        return environ

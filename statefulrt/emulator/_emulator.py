@@ -1,0 +1,269 @@
+"""``Emulator``: the two servers, the sandbox between them, and a client."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from ._config import INIT_TIMEOUT, VERSION, FunctionConfig
+from ._invoke import INVOKE_PATH, add_invoke_routes, encode_client_context
+from ._report import STDERR, Report, Reporter, StreamChoice
+from ._runtime_api import add_runtime_routes
+from ._sandbox import Sandbox
+
+__all__ = ["Emulator", "InvokeResult"]
+
+logger = logging.getLogger("statefulrt.emulator")
+
+# Runners wait this long for in-flight handlers at close; by then the sandbox
+# has answered every caller and released every poll, so it is only a bound.
+_SHUTDOWN_TIMEOUT: Final = 2.0
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """What a caller of the invoke endpoint got back."""
+
+    status: int
+    payload: bytes
+    function_error: str | None
+    request_id: str
+
+    def json(self) -> Any:
+        """The payload parsed as JSON (raises ``orjson.JSONDecodeError`` if not)."""
+        return orjson.loads(self.payload)
+
+
+def _loopback_for(host: str) -> str:
+    """Where the Runtime API listens: ``host``, unless ``host`` is a wildcard.
+
+    The Runtime API has no authentication and only the local runtime needs
+    it, so exposing the invoke endpoint on all interfaces must not expose it.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if not address.is_unspecified:
+        return host
+    return "::1" if address.version == 6 else "127.0.0.1"
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Emulator:
+    """The Lambda service on loopback: invoke endpoint, Runtime API, supervisor.
+
+    ``command`` starts the runtime (it is started at the first invoke, cold,
+    and again after every reset). ``timeout`` is the function timeout in
+    seconds; ``init_timeout`` bounds an init the way Lambda's ten seconds do.
+    START/END/REPORT lines go to ``report_stream`` (``sys.stderr`` as it is
+    when each line is written, by default; ``None`` for silence).
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timeout: float = 3.0,
+        memory_mb: int = 128,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        function_name: str = "function",
+        handler: str | None = None,
+        report_stream: StreamChoice = STDERR,
+        init_timeout: float = INIT_TIMEOUT,
+    ) -> None:
+        config = FunctionConfig(
+            name=function_name,
+            memory_mb=memory_mb,
+            timeout=timeout,
+            handler=handler,
+            task_root=os.path.abspath(os.fspath(cwd) if cwd is not None else "."),
+            env=dict(env or {}),
+            init_timeout=init_timeout,
+        )
+        self._config = config
+        self._host = host
+        self._port = port
+        self._reporter = Reporter(report_stream, VERSION)
+        self._sandbox = Sandbox(command, config, self._reporter)
+
+        self._invoke_runner: web.AppRunner | None = None
+        self._runtime_runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._url: str | None = None
+        self._runtime_api: str | None = None
+
+    # -- what callers look at ---------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the invoke endpoint."""
+        if self._url is None:
+            raise RuntimeError("the emulator is not started; await start() first")
+        return self._url
+
+    @property
+    def runtime_api(self) -> str:
+        """``host:port`` handed to the runtime as ``AWS_LAMBDA_RUNTIME_API``."""
+        if self._runtime_api is None:
+            raise RuntimeError("the emulator is not started; await start() first")
+        return self._runtime_api
+
+    @property
+    def reports(self) -> list[Report]:
+        return self._reporter.reports
+
+    @property
+    def pid(self) -> int | None:
+        return self._sandbox.pid
+
+    @property
+    def starts(self) -> int:
+        return self._sandbox.starts
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind both servers; the runtime itself starts at the first invoke."""
+        if self._invoke_runner is not None:
+            raise RuntimeError("the emulator is already started")
+        try:
+            # The Runtime API first: its address goes into the runtime's env.
+            runtime_app = web.Application()
+            add_runtime_routes(runtime_app, self._sandbox)
+            self._runtime_runner = await _serve(
+                runtime_app, _loopback_for(self._host), 0
+            )
+            host, port = _bound(self._runtime_runner)
+            self._runtime_api = _host_port(host, port)
+
+            invoke_app = web.Application()
+            add_invoke_routes(invoke_app, self._sandbox, self._config.name)
+            self._invoke_runner = await _serve(invoke_app, self._host, self._port)
+            host, port = _bound(self._invoke_runner)
+            self._url = f"http://{_host_port(host, port)}"
+
+            self._sandbox.start(self._runtime_api)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None)
+            )
+        except BaseException:
+            await self.close()
+            raise
+        logger.info(
+            "emulator listening: invoke %s, Runtime API %s",
+            self._url,
+            self._runtime_api,
+        )
+
+    async def close(self) -> None:
+        """Kill the runtime, answer waiting callers, stop both servers."""
+        await self._sandbox.close()
+        for runner in (self._invoke_runner, self._runtime_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._invoke_runner = self._runtime_runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def wait_idle(self) -> None:
+        """Wait until every invocation sent so far has finished.
+
+        A caller gets its answer as soon as the runtime posts it; the
+        invocation (and its REPORT) ends only when the runtime polls again.
+        Await this before looking at ``reports``.
+        """
+        await self._sandbox.wait_idle()
+
+    # -- the client --------------------------------------------------------
+
+    async def invoke(
+        self,
+        event: bytes | str | object = b"{}",
+        *,
+        client_context: Mapping[str, Any] | None = None,
+        tenant_id: str | None = None,
+        trace_id: str | None = None,
+    ) -> InvokeResult:
+        """Invoke the function over real HTTP, like any external caller.
+
+        ``bytes`` are sent as they are, ``str`` as UTF-8, anything else as JSON.
+        """
+        if self._session is None:
+            raise RuntimeError("the emulator is not started; await start() first")
+        if isinstance(event, bytes):
+            body = event
+        elif isinstance(event, str):
+            body = event.encode("utf-8")
+        else:
+            body = orjson.dumps(event)
+
+        headers = {"Content-Type": "application/json"}
+        if client_context is not None:
+            headers["X-Amz-Client-Context"] = encode_client_context(client_context)
+        if tenant_id is not None:
+            headers["X-Amz-Tenant-Id"] = tenant_id
+        if trace_id is not None:
+            headers["X-Amzn-Trace-Id"] = trace_id
+
+        async with self._session.post(
+            self.url + INVOKE_PATH, data=body, headers=headers
+        ) as response:
+            payload = await response.read()
+            return InvokeResult(
+                status=response.status,
+                payload=payload,
+                function_error=response.headers.get("X-Amz-Function-Error"),
+                request_id=response.headers.get("X-Amzn-RequestId", ""),
+            )
+
+
+async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    # handler_cancellation: a runtime that dies mid-poll must not leave a
+    # handler behind waiting to hand it an event.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=_SHUTDOWN_TIMEOUT,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def _bound(runner: web.AppRunner) -> tuple[str, int]:
+    host, port = runner.addresses[0][:2]
+    return str(host), int(port)

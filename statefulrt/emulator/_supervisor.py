@@ -1,0 +1,119 @@
+"""The runtime process: start it, watch it, measure it, kill it.
+
+The runtime runs in a session of its own and is killed as a process group, the
+way Lambda tears down a whole sandbox on reset: a ``bootstrap`` shell script
+that forgot to ``exec`` must not leave its Python child behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+__all__ = ["RuntimeProcess", "exit_reason"]
+
+logger = logging.getLogger("statefulrt.emulator")
+
+_KB_PER_MB: Final = 1024
+
+
+def exit_reason(returncode: int) -> str:
+    """Describe an exit the way Go's ``os.ProcessState`` does.
+
+    Lambda's ``Runtime.ExitError`` messages embed that text ("exit status 3",
+    "signal: killed"), so callers who match on it see the same words here.
+    """
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    signum = -returncode
+    try:
+        name = signal.strsignal(signum)
+    except ValueError:
+        name = None
+    return f"signal: {(name or f'signal {signum}').lower()}"
+
+
+class RuntimeProcess:
+    """One runtime process, from spawn to reaping."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self._peak_rss_kb = 0
+        self.exited: asyncio.Task[int] = asyncio.create_task(
+            process.wait(), name=f"statefulrt-emulator-wait-{process.pid}"
+        )
+
+    @classmethod
+    async def spawn(
+        cls,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+    ) -> RuntimeProcess:
+        """Start ``command``; its stdout and stderr are the emulator's own.
+
+        Raises ``OSError`` when the command cannot be executed at all.
+        """
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+        logger.debug("runtime process %d started: %s", process.pid, command[0])
+        return cls(process)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    @property
+    def peak_rss_mb(self) -> int:
+        """Peak resident memory seen so far, in MB rounded up."""
+        return math.ceil(self._peak_rss_kb / _KB_PER_MB)
+
+    def sample_memory(self) -> None:
+        """Record the process's high-water mark while it can still be read.
+
+        ``VmHWM`` is gone once the process has been reaped, so this is called
+        at every invocation boundary and right before a kill.
+        """
+        if not self.alive:
+            return
+        try:
+            with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        kb = int(line.split()[1])
+                        self._peak_rss_kb = max(self._peak_rss_kb, kb)
+                        return
+        except (OSError, ValueError, IndexError):
+            # NOTE(portability): /proc exists on Linux only; elsewhere the
+            # report shows 0 MB until a psutil-free probe is added.
+            return
+
+    async def kill(self) -> None:
+        """SIGKILL the whole process group and wait until it is reaped."""
+        self.sample_memory()
+        try:
+            # The group outlives its leader when the runtime forked, so the
+            # group is signalled even when the leader has already exited.
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await asyncio.shield(self.exited)
