@@ -15,6 +15,7 @@ from runtime_harness import running
 from statefulrt import Context
 from statefulrt._runtime import EXIT_API_FAILURE, EXIT_INIT_ERROR
 
+
 async def test_runtime_sync_handler_result_and_context(api: FakeRuntimeApi) -> None:
     seen: list[dict[str, Any]] = []
 
@@ -33,7 +34,9 @@ async def test_runtime_sync_handler_result_and_context(api: FakeRuntimeApi) -> N
                 "tenant": context.tenant_id,
                 "identity": context.identity.cognito_identity_id,
                 "client_context": context.client_context,
-                "remaining_ok": 20_000 < context.get_remaining_time_in_millis() <= 30_000,
+                "remaining_ok": 20_000
+                < context.get_remaining_time_in_millis()
+                <= 30_000,
             }
         )
         return {"echo": event}
@@ -271,7 +274,9 @@ async def test_runtime_malformed_context_headers_still_run_handler(
     assert seen == [(None, None)]
     warnings = [r.getMessage() for r in caplog.records]
     assert any("lambda-runtime-client-context is not JSON" in w for w in warnings)
-    assert any("lambda-runtime-cognito-identity is not a JSON object" in w for w in warnings)
+    assert any(
+        "lambda-runtime-cognito-identity is not a JSON object" in w for w in warnings
+    )
 
 
 async def test_runtime_client_context_and_identity_are_parsed(

@@ -143,7 +143,7 @@ class PhotoSequence:
         # 0 at dawn and dusk, 1 at noon; one day every ``day_frames`` frames.
         phase = (index % self.day_frames) / self.day_frames
         sun = math.sin(math.pi * phase)
-        exposure = 0.35 + 0.75 * sun
+        exposure = 0.45 + 0.65 * sun
         warmth = 0.18 * (1 - sun)
         gains = (exposure * (1 + warmth), exposure, exposure * (1 - warmth))
         return np.asarray(gains, dtype=np.float32)

@@ -541,6 +541,7 @@ class Sandbox:
         if body is None:
             raise RuntimeAPIError.too_large(limit)
         self._state = RuntimeState.INIT_ERROR
+        self._sample_memory()
 
         payload = error_payload(body, error_type)
         if self._current is not None:
