@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -21,6 +22,7 @@ LOG_FORMAT: Final = "AWS_LAMBDA_LOG_FORMAT"
 LOG_LEVEL: Final = "AWS_LAMBDA_LOG_LEVEL"
 INIT_TYPE: Final = "AWS_LAMBDA_INITIALIZATION_TYPE"
 MAX_CONCURRENCY: Final = "AWS_LAMBDA_MAX_CONCURRENCY"
+JOURNAL_DIR: Final = "STATEFULRT_JOURNAL_DIR"
 
 LogFormat = Literal["Text", "JSON"]
 
@@ -41,6 +43,11 @@ class RuntimeConfig:
     log_level: str | None = None
     initialization_type: str = "on-demand"
     max_concurrency: int = 1
+    journal_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.journal_dir:
+            object.__setattr__(self, "journal_dir", tempfile.gettempdir())
 
     @classmethod
     def from_env(
@@ -84,6 +91,7 @@ class RuntimeConfig:
             log_level=env.get(LOG_LEVEL) or None,
             initialization_type=env.get(INIT_TYPE, "on-demand"),
             max_concurrency=_positive_int(env, MAX_CONCURRENCY, 1),
+            journal_dir=env.get(JOURNAL_DIR) or env.get("TMPDIR") or "",
         )
 
 

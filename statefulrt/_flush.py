@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._diagnostic import describe
+from ._journal import Replay
 from ._log import flush_logger
 from ._state import State
 
-FlushReason = Literal["items", "bytes", "age", "shutdown", "manual"]
+FlushReason = Literal["items", "bytes", "age", "shutdown", "manual", "sync", "replay"]
 FlushHook = Callable[["Flush"], Awaitable[None]]
 
 # Retry backoff after a failed flush: first retry after this many seconds,
@@ -122,25 +123,46 @@ class Flusher:
         self.failures = 0  # consecutive failed attempts
         self._pending: Flush | None = None  # a failed flush waiting for its retry
         self._retry_at = 0.0
+        # how long the last successful flush took: the cost of the next one
+        self.estimate = 0.0
+        self.deferred = 0
 
     @property
     def retry_pending(self) -> bool:
         return self._pending is not None
 
-    async def at_boundary(self, now: float | None = None) -> bool | None:
+    async def at_boundary(
+        self, now: float | None = None, budget: float | None = None
+    ) -> bool | None:
         """Flush if the policy says so (or a failed flush is due for retry).
 
-        Returns None when nothing was due, else whether the flush succeeded.
+        ``budget`` is the time left before the invocation's deadline, minus a
+        margin: a flush expected to outlast it is deferred to a later
+        boundary rather than started and killed by the timeout.  Returns None
+        when nothing ran, else whether the flush succeeded.
         """
         now = time.monotonic() if now is None else now
         if self._pending is not None:
             if now < self._retry_at:
                 return None
-            return await self._run(self._pending)
-        reason = self.policy.due(self.state, now)
-        if reason is None:
+            batch: Flush | None = self._pending
+        else:
+            reason = self.policy.due(self.state, now)
+            if reason is None:
+                return None
+            batch = None
+        if budget is not None and self.estimate > budget:
+            self.deferred += 1
+            flush_logger.warning(
+                "flush deferred: it took %.0f ms last time and only %.0f ms remain "
+                "before the deadline",
+                self.estimate * 1000,
+                max(budget, 0) * 1000,
+            )
             return None
-        return await self.flush(reason)
+        if batch is None:
+            return await self.flush(reason)  # type: ignore[arg-type]
+        return await self._run(batch)
 
     async def flush(self, reason: FlushReason = "manual") -> bool:
         """Flush everything pending now; True when it succeeded (or was empty)."""
@@ -148,6 +170,21 @@ class Flusher:
         if batch is None:
             return True
         return await self._run(batch)
+
+    def restore(self, replay: Replay) -> None:
+        """Continue from a journal: its epoch, and a flush it had started."""
+        self.epoch = replay.epoch
+        if replay.claim is None:
+            return
+        epoch, counts = replay.claim
+        batches: dict[str, list[Any]] = {}
+        for name, count in counts.items():
+            buffer = self.state.buffer(name)
+            buffer._claimed = min(count, len(buffer))
+            batches[name] = buffer._claim()
+        # the interrupted flush is retried first, with the same name and items,
+        # so a sink that saw it land already can recognise it
+        self._pending = Flush(epoch, "replay", batches)
 
     def _claim(self, reason: FlushReason) -> Flush | None:
         batches = {
@@ -157,7 +194,13 @@ class Flusher:
         }
         if not batches:
             return None
-        return Flush(self.epoch + 1, reason, batches)
+        batch = Flush(self.epoch + 1, reason, batches)
+        journal = self.state.journal
+        if journal is not None:
+            journal.append_claim(
+                batch.epoch, {name: len(items) for name, items in batches.items()}
+            )
+        return batch
 
     async def _run(self, batch: Flush) -> bool:
         started = time.perf_counter()
@@ -189,14 +232,18 @@ class Flusher:
 
         for name in batch.buffers:
             self.state.buffer(name)._commit()
+        journal = self.state.journal
+        if journal is not None:
+            journal.compact(batch.epoch, self.state._entries(), self.state._recent())
         self.epoch = batch.epoch
         self.failures = 0
         self._pending = None
+        self.estimate = time.perf_counter() - started
         flush_logger.info(
             "flush %s written (%s, %d items) in %.1f ms",
             batch.name,
             batch.reason,
             len(batch),
-            (time.perf_counter() - started) * 1000,
+            self.estimate * 1000,
         )
         return True

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from ._flush import Flush, FlushHook, FlushPolicy
 from ._invocation import Context
+from ._journal import FsyncPolicy
 from ._state import State
 
 Durability = Literal["memory", "journal", "sync"]
@@ -58,7 +59,17 @@ class StatefulHandler:
     """
 
     flush_policy: ClassVar[FlushPolicy] = FlushPolicy()
+    #: what an answered invocation promises about the data it buffered:
+    #: "memory" (lost on a crash), "journal" (appended to a journal under the
+    #: temporary directory before the answer; replayed by the next init) or
+    #: "sync" (the flush covering it completed before the answer)
     durability: ClassVar[Durability] = "memory"
+    #: when the journal reaches the disk (see ``Journal``)
+    journal_fsync: ClassVar[FsyncPolicy] = "invocation"
+    #: refuse new invocations while this much data waits for a flush; None
+    #: means a quarter of the function's memory (bytes) and no item cap
+    max_pending_bytes: ClassVar[int | None] = None
+    max_pending_items: ClassVar[int | None] = None
     _flush_hook_names: ClassVar[tuple[str, ...]] = ()
 
     state: State

@@ -32,8 +32,9 @@ from ._config import RuntimeConfig
 from ._diagnostic import ErrorPayload, describe
 from ._exceptions import HandlerLoadError, RuntimeApiError, RuntimeApiUnavailable
 from ._flush import Flusher
-from ._handler import HandlerAdapter
+from ._handler import HandlerAdapter, StatefulHandler
 from ._invocation import Context, Invocation, current_invocation
+from ._journal import Journal
 from ._loader import load_handler
 from ._log import TRACE, invoke_logger, runtime_logger
 from ._marshal import decode_event, encode_result
@@ -41,6 +42,9 @@ from ._marshal import decode_event, encode_result
 EXIT_OK = 0
 EXIT_INIT_ERROR = 1
 EXIT_API_FAILURE = 2
+
+# A flush must be expected to finish this long before the deadline to start.
+FLUSH_DEADLINE_MARGIN = 0.2
 
 _SignalHandler = Callable[[int, FrameType | None], Any]
 
@@ -64,6 +68,8 @@ class Runtime:
         self._install_signals = install_signals
         self.adapter: HandlerAdapter | None = None
         self.flusher: Flusher | None = None
+        self.max_pending_bytes: int | None = None
+        self.max_pending_items: int | None = None
         self.invocations = 0
         self._stopping = asyncio.Event()
         self._in_flight = 0
@@ -124,6 +130,8 @@ class Runtime:
             self.adapter = HandlerAdapter(
                 target, max_workers=self.config.max_concurrency
             )
+            if self.adapter.stateful is not None:
+                self._prepare_state(self.adapter.stateful)
             await self.adapter.init()
         except HandlerLoadError as exc:
             error = ErrorPayload(
@@ -136,11 +144,6 @@ class Runtime:
         except BaseException as exc:  # the user's init: anything may come out
             error = ErrorPayload.from_exception(exc)
         else:
-            stateful = self.adapter.stateful
-            if stateful is not None:
-                self.flusher = Flusher(
-                    stateful.state, stateful.flush_policy, stateful.flush_hooks()
-                )
             return True
 
         runtime_logger.error(
@@ -151,6 +154,35 @@ class Runtime:
         except (RuntimeApiError, RuntimeApiUnavailable) as exc:
             runtime_logger.error("could not report the init error: %s", exc)
         return False
+
+    def _prepare_state(self, handler: StatefulHandler) -> None:
+        state = handler.state
+        if handler.durability == "journal":
+            # one journal per function and handler class, in the sandbox's
+            # temporary directory, which outlives a killed runtime
+            name = f"statefulrt-{self.config.function_name or 'function'}-"
+            name += f"{type(handler).__name__}.journal"
+            journal = Journal(
+                os.path.join(self.config.journal_dir, name),
+                fsync=handler.journal_fsync,
+            )
+            replay = journal.replay()
+            state.journal = journal
+            state._restore(replay)
+        self.flusher = Flusher(state, handler.flush_policy, handler.flush_hooks())
+        if state.journal is not None:
+            self.flusher.restore(replay)
+            if replay.items:
+                runtime_logger.info(
+                    "journal replayed: %d items pending since flush %d",
+                    len(replay.items),
+                    replay.epoch,
+                )
+
+        self.max_pending_bytes = handler.max_pending_bytes
+        if self.max_pending_bytes is None:
+            self.max_pending_bytes = self.config.memory_size_mb * 1024 * 1024 // 4
+        self.max_pending_items = handler.max_pending_items
 
     # -- the loop ---------------------------------------------------------------
 
@@ -177,7 +209,7 @@ class Runtime:
             self._in_flight += 1
             try:
                 await self._invoke(invocation)
-                await self._after_response()
+                await self._after_response(invocation)
             finally:
                 self._in_flight -= 1
 
@@ -198,6 +230,18 @@ class Runtime:
     async def _answer(self, invocation: Invocation, context: Context) -> None:
         assert self.adapter is not None
         request_id = invocation.request_id
+
+        refusal = self._backpressure()
+        if refusal is not None:
+            await self._fail(
+                request_id,
+                ErrorPayload(
+                    error_type=wire.ErrorType.BACKPRESSURE,
+                    error_message=refusal,
+                    request_id=request_id,
+                ),
+            )
+            return
 
         try:
             event = decode_event(invocation.body, invocation.content_type)
@@ -222,6 +266,13 @@ class Runtime:
             return
         except BaseException as exc:  # the user's code: anything may come out
             await self._fail(request_id, ErrorPayload.from_exception(exc, request_id))
+            return
+        finally:
+            journal = self.flusher.state.journal if self.flusher else None
+            if journal is not None:
+                journal.sync()  # before the answer: that is the promise
+
+        if not await self._sync_flush(request_id):
             return
 
         try:
@@ -253,6 +304,46 @@ class Runtime:
             return
         await self.client.post_response(request_id, body, content_type)
 
+    def _backpressure(self) -> str | None:
+        if self.flusher is None:
+            return None
+        state = self.flusher.state
+        too_many = (
+            self.max_pending_items is not None
+            and state.pending_items >= self.max_pending_items
+        )
+        too_big = (
+            self.max_pending_bytes is not None
+            and state.pending_bytes >= self.max_pending_bytes
+        )
+        if not (too_many or too_big):
+            return None
+        return (
+            f"{state.pending_items} items ({state.pending_bytes} bytes) are waiting "
+            "for a flush that keeps failing; refusing new events until it "
+            "succeeds. Retry later."
+        )
+
+    async def _sync_flush(self, request_id: str) -> bool:
+        stateful = self.adapter.stateful if self.adapter else None
+        if stateful is None or stateful.durability != "sync" or self.flusher is None:
+            return True
+        if self.flusher.state.pending_items == 0 or await self.flusher.flush("sync"):
+            return True
+        await self._fail(
+            request_id,
+            ErrorPayload(
+                error_type=wire.ErrorType.FLUSH_FAILED,
+                error_message=(
+                    "the flush covering this invocation failed; its data stays "
+                    "buffered and will be retried, so a retry of this event "
+                    "should use a de-duplication key"
+                ),
+                request_id=request_id,
+            ),
+        )
+        return False
+
     async def _fail(self, request_id: str, error: ErrorPayload) -> None:
         invoke_logger.error(
             "%s: %s\n%s",
@@ -262,10 +353,17 @@ class Runtime:
         )
         await self.client.post_error(request_id, error)
 
-    async def _after_response(self) -> None:
+    async def _after_response(self, invocation: Invocation) -> None:
         # Post-response work: billed, but the caller already has its answer.
-        if self.flusher is not None:
-            await self.flusher.at_boundary()
+        if self.flusher is None:
+            return
+        budget = None
+        if self.config.max_concurrency == 1:
+            # Managed Instances do not stop late code, so only the classic
+            # mode budgets against the deadline
+            remaining = invocation.deadline_ms / 1000 - time.time()
+            budget = remaining - FLUSH_DEADLINE_MARGIN
+        await self.flusher.at_boundary(budget=budget)
 
     def _set_trace_id(self, trace_id: str | None) -> None:
         # The variable is process-wide: only meaningful with one invocation

@@ -6,6 +6,10 @@ and they leave the buffer only when every flush hook succeeded.  A failed flush
 keeps its claim, so the retry sees exactly the same items under the same epoch,
 while items appended meanwhile wait for the next flush.
 
+Items may carry a de-duplication key (a Lambda retry or a second S3
+notification for the same object): an item whose key is pending, or was
+flushed recently, is not buffered again.
+
 The store is not locked: all access happens on the runtime's event loop, where
 code between two ``await`` points runs alone.  Handlers running in worker
 threads (plain ``def`` functions) must not touch it.
@@ -14,35 +18,72 @@ threads (plain ``def`` functions) must not touch it.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from ._journal import Journal, Replay
+
+# How many flushed keys are remembered for de-duplication.
+RECENT_KEYS = 10_000
 
 
 class Buffer:
     """Items waiting for a flush, with their sizes and arrival times."""
 
-    __slots__ = ("name", "_items", "_sizes", "_times", "_nbytes", "_claimed")
+    __slots__ = (
+        "name",
+        "_state",
+        "_items",
+        "_sizes",
+        "_times",
+        "_keys",
+        "_nbytes",
+        "_claimed",
+    )
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, state: State) -> None:
         self.name = name
+        self._state = state
         self._items: list[Any] = []
         self._sizes: list[int] = []
         self._times: list[float] = []
+        self._keys: list[str | None] = []
         self._nbytes = 0
         self._claimed = 0
 
-    def append(self, item: Any, *, size: int | None = None) -> None:
-        """Buffer ``item``; ``size`` (bytes) defaults to a measured estimate."""
+    def append(
+        self, item: Any, *, size: int | None = None, key: str | None = None
+    ) -> bool:
+        """Buffer ``item``; returns False if ``key`` was already seen.
+
+        ``size`` (bytes) defaults to a measured estimate.  ``key`` makes the
+        append idempotent across the buffer, the journal and recent flushes.
+        In a journal-mode handler the item is journaled before this returns.
+        """
         if size is None:
             size = measure(item)
         elif size < 0:
             raise ValueError(f"size must be a byte count >= 0, not {size!r}")
+        if key is not None and self._state.seen(key):
+            return False
+        journal = self._state.journal
+        if journal is not None:
+            journal.append_item(self.name, item, size, key)
+        self._add(item, size, key)
+        return True
+
+    def _add(self, item: Any, size: int, key: str | None) -> None:
         self._items.append(item)
         self._sizes.append(size)
         self._times.append(time.monotonic())
+        self._keys.append(key)
         self._nbytes += size
+        if key is not None:
+            self._state._pending_keys.add(key)
 
     def extend(self, items: list[Any]) -> None:
         for item in items:
@@ -78,11 +119,23 @@ class Buffer:
 
     def _commit(self) -> None:
         count = self._claimed
+        for key in self._keys[:count]:
+            if key is not None:
+                self._state._remember(key)
         self._nbytes -= sum(self._sizes[:count])
         del self._items[:count]
         del self._sizes[:count]
         del self._times[:count]
+        del self._keys[:count]
         self._claimed = 0
+
+    def _entries(self) -> list[tuple[str, Any, int, str | None]]:
+        return [
+            (self.name, item, size, key)
+            for item, size, key in zip(
+                self._items, self._sizes, self._keys, strict=True
+            )
+        ]
 
 
 class Counter:
@@ -102,17 +155,44 @@ class Counter:
 class State:
     """Named buffers, counters and values kept alive between invocations."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, journal: Journal | None = None) -> None:
+        self.journal = journal
         self._buffers: dict[str, Buffer] = {}
         self._counters: dict[str, Counter] = {}
         self._values: dict[str, Any] = {}
+        self._pending_keys: set[str] = set()
+        self._recent_keys: OrderedDict[str, None] = OrderedDict()
 
     def buffer(self, name: str) -> Buffer:
         """The buffer called ``name``, created empty on first use."""
         found = self._buffers.get(name)
         if found is None:
-            found = self._buffers[name] = Buffer(name)
+            found = self._buffers[name] = Buffer(name, self)
         return found
+
+    def seen(self, key: str) -> bool:
+        """Whether an item with ``key`` is pending or was flushed recently."""
+        return key in self._pending_keys or key in self._recent_keys
+
+    def _remember(self, key: str) -> None:
+        self._pending_keys.discard(key)
+        self._recent_keys[key] = None
+        self._recent_keys.move_to_end(key)
+        while len(self._recent_keys) > RECENT_KEYS:
+            self._recent_keys.popitem(last=False)
+
+    def _entries(self) -> list[tuple[str, Any, int, str | None]]:
+        return [entry for b in self._buffers.values() for entry in b._entries()]
+
+    def _recent(self) -> list[str]:
+        return list(self._recent_keys)
+
+    def _restore(self, replay: Replay) -> None:
+        """Load what a journal held (without journaling it again)."""
+        for flushed in replay.recent_keys:
+            self._recent_keys[flushed] = None
+        for name, item, size, key in replay.items:
+            self.buffer(name)._add(item, size, key)
 
     def counter(self, name: str) -> Counter:
         found = self._counters.get(name)

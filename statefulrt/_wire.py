@@ -49,3 +49,4 @@ class ErrorType:
     MARSHAL_ERROR: Final = "Runtime.MarshalError"
     RESPONSE_TOO_LARGE: Final = "Function.ResponseSizeTooLarge"
     BACKPRESSURE: Final = "Runtime.Backpressure"
+    FLUSH_FAILED: Final = "Runtime.FlushFailed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
 import os
@@ -27,6 +28,7 @@ logger = logging.getLogger("statefulrt.emulator")
 # Runners wait this long for in-flight handlers at close; by then the sandbox
 # has answered every caller and released every poll, so it is only a bound.
 _SHUTDOWN_TIMEOUT: Final = 2.0
+_RAW_BODY_LIMIT: Final = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -234,8 +236,11 @@ class Emulator:
         if trace_id is not None:
             headers["X-Amzn-Trace-Id"] = trace_id
 
+        # aiohttp warns (ResourceWarning) about raw bodies over 1 MiB; a file
+        # object is streamed instead, and 6 MB events are legitimate here.
+        data = io.BytesIO(body) if len(body) > _RAW_BODY_LIMIT else body
         async with self._session.post(
-            self.url + INVOKE_PATH, data=body, headers=headers
+            self.url + INVOKE_PATH, data=data, headers=headers
         ) as response:
             payload = await response.read()
             return InvokeResult(

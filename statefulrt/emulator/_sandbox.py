@@ -34,7 +34,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -47,6 +47,10 @@ from ._wire import MAX_PAYLOAD_BYTES, RuntimeAPIError, function_error
 __all__ = ["RuntimeState", "Sandbox"]
 
 logger = logging.getLogger("statefulrt.emulator")
+
+# How long a runtime that posted /init/error has to exit on its own; the
+# official clients exit within milliseconds of the 202.
+_INIT_ERROR_EXIT_GRACE: Final = 0.5
 
 _PLATFORM_ERROR_TYPE = re.compile(r"(Runtime|Function)\.[A-Z][a-zA-Z]+")
 
@@ -231,7 +235,8 @@ class Sandbox:
         env = self._env
         cold = env is None or not env.process.alive
         if env is None or not env.process.alive:
-            await self._reset()
+            if env is not None:
+                await self._reset()
             try:
                 env = await self._launch()
             except OSError as exc:
@@ -306,8 +311,10 @@ class Sandbox:
         ended_at = loop.time()
         if env.init_error.done():
             # The caller already has the init error; the runtime is meant to
-            # exit by itself now, and is killed if it does not.
-            await _first(loop, limit, env.process.exited)
+            # exit by itself now (after flushing its logs), and is killed if
+            # it does not do so promptly.
+            grace = min(limit, loop.time() + _INIT_ERROR_EXIT_GRACE)
+            await _first(loop, grace, env.process.exited)
             await self._reset()
             return _Outcome("error", ended_at, env.init_error.result())
         if not env.process.alive:

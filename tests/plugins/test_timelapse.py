@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from statefulrt._flush import Flusher
 
 W, H = 320, 180
 BUCKET = "timelapse-photos"
+# The handler never looks at its context; the end-to-end test passes real ones.
+NO_CONTEXT: Any = None
 
 
 def frames(count: int, seed: int = 0) -> Iterator[np.ndarray[Any, Any]]:
@@ -375,7 +379,7 @@ class Harness:
 
     async def invoke(self, event: object) -> dict[str, int]:
         assert self.flusher is not None
-        result = await self.handler.handle(event, None)  # type: ignore[arg-type]
+        result = await self.handler.handle(event, NO_CONTEXT)
         await self.flusher.at_boundary(now=float("inf"))
         return result
 
@@ -542,7 +546,7 @@ async def test_timelapse_handler_before_init_says_so(tmp_path: Path) -> None:
     handler = TimelapseHandler(environ={})
 
     with pytest.raises(RuntimeError, match=r"init\(\) has not run"):
-        await handler.handle(s3_put_event(BUCKET, "a.jpg", b""), None)  # type: ignore[arg-type]
+        await handler.handle(s3_put_event(BUCKET, "a.jpg", b""), NO_CONTEXT)
     with pytest.raises(TimelapseConfigError, match="TIMELAPSE_SOURCE_ROOT is not set"):
         await handler.init()
     await handler.close()
@@ -581,3 +585,108 @@ def test_ffprobe_agrees_with_pyav_on_frame_count(tmp_path: Path) -> None:
     if probed is None:
         pytest.skip("ffprobe is not installed; PyAV's count above still ran")
     assert probed == 10
+
+
+# -- end to end, through the emulator over real HTTP ---------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_timelapse_through_emulator_60_photos_make_60_frames(
+    tmp_path: Path,
+) -> None:
+    from statefulrt.emulator import Emulator
+
+    source, video = tmp_path / "s3", tmp_path / "video"
+    keys = write_photos(
+        source, 60, bucket=BUCKET, sequence=PhotoSequence(width=W, height=H)
+    )
+    events = [
+        s3_put_event(BUCKET, key, (source / BUCKET / key).read_bytes(), sequence=i)
+        for i, key in enumerate(keys)
+    ]
+    env = {
+        "TIMELAPSE_SOURCE_ROOT": str(source),
+        "TIMELAPSE_OUTPUT": str(video),
+        "TIMELAPSE_SEGMENT_FRAMES": "30",
+        "TIMELAPSE_SIZE": f"{W}x{H}",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "statefulrt",
+        "statefulrt_timelapse.handler.TimelapseHandler",
+    ]
+
+    async with Emulator(
+        command, timeout=10, memory_mb=512, env=env, cwd=tmp_path, report_stream=None
+    ) as emulator:
+        results = [(await emulator.invoke(event)).json() for event in events[:30]]
+        # A bad event is a function error; the process and its buffer live on.
+        bad = await emulator.invoke(s3_put_event(BUCKET, "camera-1/missing.jpg", b""))
+        results += [(await emulator.invoke(event)).json() for event in events[30:]]
+        await emulator.wait_idle()
+        reports = emulator.reports
+        starts = emulator.starts
+
+    assert results[0] == {"frames": 1, "pending": 1}
+    assert results[29] == {"frames": 30, "pending": 30}
+    assert results[30] == {"frames": 31, "pending": 1}
+    assert results[-1] == {"frames": 60, "pending": 30}
+    assert bad.function_error == "Unhandled"
+    assert bad.json()["errorType"] == "PhotoError"
+    assert "camera-1/missing.jpg does not exist" in bad.json()["errorMessage"]
+    assert starts == 1
+    assert reports[0].init_duration_ms is not None
+    assert [r.init_duration_ms for r in reports[1:]] == [None] * 60
+
+    playlist = video / PLAYLIST_KEY
+    report = inspect_video(playlist)
+    assert report.frames == 60
+    assert report.frames_per_segment == (30, 30)
+    assert hls_timestamps(playlist) == pytest.approx([i / 30 for i in range(60)])
+    probed = ffprobe_frames(playlist)
+    assert probed in (None, 60)
+
+
+@pytest.mark.slow
+def test_timelapse_demo_prints_one_json_line(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "statefulrt_timelapse",
+            "--frames",
+            "20",
+            "--segment-frames",
+            "10",
+            "--size",
+            f"{W}x{H}",
+            "--out",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    (line,) = completed.stdout.splitlines()
+    result = json.loads(line)
+    assert sorted(result) == [
+        "cold_ms",
+        "frames_in_video",
+        "frames_sent",
+        "segments",
+        "video",
+        "warm_p50_ms",
+    ]
+    assert (result["frames_sent"], result["frames_in_video"], result["segments"]) == (
+        20,
+        20,
+        2,
+    )
+    assert result["video"] == str(tmp_path / "demo" / "video" / PLAYLIST_KEY)
+    assert result["cold_ms"] > result["warm_p50_ms"] > 0
+    assert "START RequestId" in completed.stderr

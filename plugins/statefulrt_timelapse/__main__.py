@@ -1,0 +1,84 @@
+"""``python -m statefulrt_timelapse``: run the timelapse demo, print one JSON line.
+
+Everything but the result goes to stderr: the demo's logs, the emulator's
+START/END/REPORT lines and the runtime's own output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+from .demo import DemoError, run_demo
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m statefulrt_timelapse",
+        description=(
+            "Build a timelapse from photos through the Lambda emulator and "
+            "print what came out as one JSON line."
+        ),
+    )
+    parser.add_argument("--frames", type=int, default=120, help="photos to send")
+    parser.add_argument(
+        "--out", default="timelapse-out", help="folder for photos and video"
+    )
+    parser.add_argument(
+        "--segment-frames", type=int, default=30, help="frames per HLS segment"
+    )
+    parser.add_argument("--size", default="640x360", help="frame size, WxH")
+    parser.add_argument("--seed", type=int, default=0, help="photo sequence seed")
+    args = parser.parse_args(argv)
+
+    width, sep, height = args.size.partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        parser.error(f"--size must look like 640x360, not {args.size!r}")
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        with _stdout_to_stderr():
+            result = asyncio.run(
+                run_demo(
+                    frames=args.frames,
+                    out=args.out,
+                    segment_frames=args.segment_frames,
+                    width=int(width),
+                    height=int(height),
+                    seed=args.seed,
+                )
+            )
+    except DemoError as exc:
+        print(f"statefulrt_timelapse: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.as_json()), flush=True)
+    return 0
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    # The runtime process inherits file descriptor 1 and logs there, as Lambda
+    # expects; pointing it at stderr keeps stdout for the one result line.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
