@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 API_PREFIX = b"/2018-06-01/runtime"
 NEXT_PATH = API_PREFIX + b"/invocation/next"
@@ -129,8 +130,8 @@ class _Connection(asyncio.Protocol):
         self._continued = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._transport = cast(asyncio.Transport, transport)
         if self._server.session is not None:
             self._server.session.connections += 1
 

@@ -23,6 +23,7 @@ LOG_LEVEL: Final = "AWS_LAMBDA_LOG_LEVEL"
 INIT_TYPE: Final = "AWS_LAMBDA_INITIALIZATION_TYPE"
 MAX_CONCURRENCY: Final = "AWS_LAMBDA_MAX_CONCURRENCY"
 JOURNAL_DIR: Final = "STATEFULRT_JOURNAL_DIR"
+SHUTDOWN_BUDGET: Final = "STATEFULRT_SHUTDOWN_BUDGET_MS"
 
 LogFormat = Literal["Text", "JSON"]
 
@@ -44,6 +45,8 @@ class RuntimeConfig:
     initialization_type: str = "on-demand"
     max_concurrency: int = 1
     journal_dir: str = ""
+    # Lambda allows the runtime 300-500 ms after SIGTERM; flush within it
+    shutdown_budget_ms: int = 400
 
     def __post_init__(self) -> None:
         if not self.journal_dir:
@@ -92,6 +95,7 @@ class RuntimeConfig:
             initialization_type=env.get(INIT_TYPE, "on-demand"),
             max_concurrency=_positive_int(env, MAX_CONCURRENCY, 1),
             journal_dir=env.get(JOURNAL_DIR) or env.get("TMPDIR") or "",
+            shutdown_budget_ms=_positive_int(env, SHUTDOWN_BUDGET, 400),
         )
 
 

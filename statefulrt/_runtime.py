@@ -27,10 +27,11 @@ from types import FrameType
 from typing import Any
 
 from . import _wire as wire
-from ._client import RuntimeApiClient
+from ._client import USER_AGENT, RuntimeApiClient
 from ._config import RuntimeConfig
 from ._diagnostic import ErrorPayload, describe
 from ._exceptions import HandlerLoadError, RuntimeApiError, RuntimeApiUnavailable
+from ._extensions import InternalExtension
 from ._flush import Flusher
 from ._handler import HandlerAdapter, StatefulHandler
 from ._invocation import Context, Invocation, current_invocation
@@ -60,12 +61,18 @@ class Runtime:
         environ: MutableMapping[str, str] | None = None,
         handler: object | None = None,
         install_signals: bool = True,
+        register_extension: bool = True,
     ) -> None:
         self.config = config
         self.client = client or RuntimeApiClient(config.runtime_api)
         self._environ = os.environ if environ is None else environ
         self._handler_override = handler
         self._install_signals = install_signals
+        self.extension = (
+            InternalExtension(config.runtime_api, user_agent=USER_AGENT)
+            if register_extension
+            else None
+        )
         self.adapter: HandlerAdapter | None = None
         self.flusher: Flusher | None = None
         self.max_pending_bytes: int | None = None
@@ -91,6 +98,8 @@ class Runtime:
         )
 
         self._install_signal_handlers()
+        if self.extension is not None:
+            await self.extension.register()
         pollers = [
             asyncio.create_task(self._poll(), name=f"statefulrt-poller-{n}")
             for n in range(self.config.max_concurrency)
@@ -108,6 +117,8 @@ class Runtime:
         finally:
             stop.cancel()
             self._restore_signal_handlers()
+            if self.extension is not None:
+                await self.extension.aclose()
             await self.client.aclose()
         return exit_code
 
@@ -382,7 +393,17 @@ class Runtime:
         await asyncio.gather(*pollers, return_exceptions=True)
 
         if self.flusher is not None and self.flusher.policy.on_shutdown:
-            await self.flusher.flush("shutdown")
+            budget = self.config.shutdown_budget_ms / 1000
+            try:
+                await asyncio.wait_for(self.flusher.flush("shutdown"), budget)
+            except TimeoutError:
+                runtime_logger.warning(
+                    "the shutdown flush did not finish within %d ms; %d items stay "
+                    "buffered%s",
+                    self.config.shutdown_budget_ms,
+                    self.flusher.state.pending_items,
+                    " in the journal" if self.flusher.state.journal else "",
+                )
         if self.adapter is not None:
             try:
                 await self.adapter.close()

@@ -146,6 +146,9 @@ class Sandbox:
         self._current: Invocation | None = None
         self._pending: Invocation | None = None
         self._poll: _Poll | None = None
+        # Every process not yet reaped, so close() can wait for all of them
+        # even if a reset was interrupted half way.
+        self._processes: set[RuntimeProcess] = set()
         self.starts = 0
 
     @property
@@ -188,6 +191,8 @@ class Sandbox:
             self._queue.get_nowait().settle(gone)
             self._queue.task_done()
         await self._reset()
+        for process in list(self._processes):
+            await process.kill()
 
     async def submit(self, invocation: Invocation) -> Answer:
         """Queue ``invocation`` and wait for its caller-facing answer."""
@@ -262,6 +267,8 @@ class Sandbox:
             self._command, env=environ, cwd=self._config.task_root
         )
         self.starts += 1
+        self._processes.add(process)
+        process.exited.add_done_callback(lambda _: self._processes.discard(process))
         env = _Environment(process, launched_at)
         self._env = env
         if self._state is RuntimeState.READY:

@@ -44,9 +44,13 @@ class RuntimeProcess:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self._process = process
         self._peak_rss_kb = 0
+        self._group_killed = False
         self.exited: asyncio.Task[int] = asyncio.create_task(
             process.wait(), name=f"statefulrt-emulator-wait-{process.pid}"
         )
+        # When the runtime dies the sandbox dies with it: anything it forked
+        # goes too, right away, while the group id cannot have been reused.
+        self.exited.add_done_callback(lambda _: self._kill_group())
 
     @classmethod
     async def spawn(
@@ -110,10 +114,16 @@ class RuntimeProcess:
     async def kill(self) -> None:
         """SIGKILL the whole process group and wait until it is reaped."""
         self.sample_memory()
+        self._kill_group()
+        await asyncio.shield(self.exited)
+
+    def _kill_group(self) -> None:
+        # Exactly once: after the group is gone its id may be handed to an
+        # unrelated process group, which must never receive this signal.
+        if self._group_killed:
+            return
+        self._group_killed = True
         try:
-            # The group outlives its leader when the runtime forked, so the
-            # group is signalled even when the leader has already exited.
             os.killpg(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        await asyncio.shield(self.exited)
