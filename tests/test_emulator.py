@@ -32,7 +32,7 @@ SLEEPER = "import time\ntime.sleep(60)\n"
 
 # A minimal runtime over http.client; the event says what to do.
 FAKE_RUNTIME = r"""
-import http.client, json, os, signal, sys, time
+import http.client, json, os, signal, subprocess, sys, time
 
 host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].rsplit(":", 1)
 
@@ -72,6 +72,9 @@ while True:
         os._exit(event["exit"])
     if event.get("kill"):
         os.kill(os.getpid(), signal.SIGKILL)
+    if event.get("fork"):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        event["child"] = child.pid
     if event.get("env"):
         prefixes = ("AWS_", "LAMBDA_", "_HANDLER", "TZ", "FAKE_")
         answer = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
@@ -661,6 +664,30 @@ async def test_missing_command_is_an_invalid_entrypoint(tmp_path: Path) -> None:
     }
     assert emu.reports[0].error_type == "Runtime.InvalidEntrypoint"
     assert emu.starts == 0
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs (a zombie awaiting its reaper counts)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.asyncio
+async def test_reset_kills_what_the_runtime_forked(tmp_path: Path) -> None:
+    async with emulator(tmp_path, FAKE_RUNTIME, timeout=0.5) as emu:
+        forked = await emu.invoke({"fork": True, "sleep_after": 5})
+        await emu.wait_idle()
+
+    child = forked.json()["echo"]["child"]
+    for _ in range(200):
+        if process_gone(child):
+            break
+        await asyncio.sleep(0.01)
+    assert process_gone(child)
+    assert emu.reports[0].status == "timeout"
 
 
 @pytest.mark.asyncio
