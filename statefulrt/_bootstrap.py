@@ -7,10 +7,12 @@ is paid for on every cold start.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from . import _logging
+from ._client import TRANSPORT_ENV, RuntimeApiClient, transport_named
 from ._config import RuntimeConfig
 from ._exceptions import ConfigError
 from ._runtime import Runtime
@@ -32,6 +34,7 @@ def run(argv: Sequence[str] = ()) -> int:
     try:
         config = RuntimeConfig.from_env(handler=args[0] if args else None)
         _logging.install(config)
+        client = _client(config, os.environ.get(TRANSPORT_ENV))
     except (ConfigError, ValueError) as exc:
         print(f"statefulrt: {exc}", file=sys.stderr)
         return 2
@@ -42,10 +45,19 @@ def run(argv: Sequence[str] = ()) -> int:
         sys.stdout.reconfigure(line_buffering=True)
 
     async def main() -> int:
-        return await Runtime(config).run()
+        return await Runtime(config, client=client).run()
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(main())
+
+
+def _client(config: RuntimeConfig, transport: str | None) -> RuntimeApiClient | None:
+    # STATEFULRT_TRANSPORT swaps the HTTP client, for benchmarks/ to compare
+    if not transport:
+        return None
+    return RuntimeApiClient(
+        config.runtime_api, transport=transport_named(transport, config.runtime_api)
+    )
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,4 +1,13 @@
-"""Coroutines for the Runtime API endpoints, over a swappable transport."""
+"""Coroutines for the Runtime API endpoints, over a swappable transport.
+
+The default transport is statefulrt's own HTTP/1.1 connection
+(``_http.HttpConnection``); ``STATEFULRT_TRANSPORT`` picks another for
+comparison (``benchmarks/`` measures them side by side):
+
+``protocol``  the default, parsing in an ``asyncio.Protocol``
+``streams``   the same client over asyncio streams
+``aiohttp``   an aiohttp session (about 200 ms more to import)
+"""
 
 from __future__ import annotations
 
@@ -8,8 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import _wire as wire
 from ._diagnostic import ErrorPayload
-from ._exceptions import RuntimeApiError, RuntimeApiUnavailable
-from ._http import ConnectionLost, HttpConnection, HttpResponse
+from ._exceptions import ConfigError, RuntimeApiError, RuntimeApiUnavailable
+from ._http import ConnectionLost, HttpConnection, HttpResponse, StreamConnection
 from ._invocation import Invocation
 from ._log import transport_logger
 from ._version import __version__
@@ -21,6 +30,9 @@ USER_AGENT = f"statefulrt/{__version__} python/{platform.python_version()}"
 
 _BASE = f"/{wire.API_VERSION}/runtime"
 _JSON = "application/json"
+
+TRANSPORT_ENV = "STATEFULRT_TRANSPORT"
+TRANSPORTS = ("protocol", "streams", "aiohttp")
 
 
 class Transport(Protocol):
@@ -35,25 +47,6 @@ class Transport(Protocol):
     ) -> HttpResponse: ...
 
     async def aclose(self) -> None: ...
-
-
-class StreamTransport:
-    """The default: one keep-alive connection over asyncio streams."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._connection = HttpConnection(host, port, user_agent=USER_AGENT)
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-    ) -> HttpResponse:
-        return await self._connection.request(method, path, body, headers)
-
-    async def aclose(self) -> None:
-        self._connection.close()
 
 
 class AiohttpTransport:
@@ -95,6 +88,22 @@ class AiohttpTransport:
             self._session = None
 
 
+def transport_named(name: str, runtime_api: str) -> Transport:
+    """The transport ``name`` (one of ``TRANSPORTS``) to ``runtime_api``."""
+    host, _, port = runtime_api.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"runtime_api must be 'host:port', not {runtime_api!r}")
+    if name == "protocol":
+        return HttpConnection(host, int(port), user_agent=USER_AGENT)
+    if name == "streams":
+        return StreamConnection(host, int(port), user_agent=USER_AGENT)
+    if name == "aiohttp":
+        return AiohttpTransport(host, int(port))
+    raise ConfigError(
+        f"{TRANSPORT_ENV} must be one of {', '.join(TRANSPORTS)}, not {name!r}"
+    )
+
+
 class RuntimeApiClient:
     """One coroutine per Runtime API endpoint.
 
@@ -117,7 +126,9 @@ class RuntimeApiClient:
         host, _, port = runtime_api.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"runtime_api must be 'host:port', not {runtime_api!r}")
-        self.transport: Transport = transport or StreamTransport(host, int(port))
+        self.transport: Transport = transport or HttpConnection(
+            host, int(port), user_agent=USER_AGENT
+        )
         self._attempts = attempts
         self._backoff = backoff
 

@@ -2,9 +2,16 @@
 
 The Runtime API is plain HTTP/1.1 on loopback, one request at a time per
 connection.  A general-purpose client (aiohttp) costs about 200 ms to import and
-a few hundred microseconds per request; this one is a keep-alive connection over
-asyncio streams that writes each request in one call and parses exactly what the
-Runtime API sends back (Content-Length or chunked bodies).
+a few hundred microseconds per request; this one is a keep-alive connection that
+writes each request in one call and parses exactly what the Runtime API sends
+back (Content-Length or chunked bodies).
+
+``HttpConnection`` parses in an ``asyncio.Protocol``: bytes arrive in
+``data_received`` and a whole response resolves the one future the caller
+awaits.  ``StreamConnection`` does the same over asyncio streams; it costs one
+more hop per response (reader buffer, waiter, ``readuntil``, ``readexactly``)
+and is kept so ``benchmarks/`` can show the difference
+(``STATEFULRT_TRANSPORT=streams``).
 """
 
 from __future__ import annotations
@@ -12,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
+from typing import cast
 
 from ._log import transport_logger
 
 # A connect to loopback either succeeds at once or the service is gone.
 CONNECT_TIMEOUT = 1.0
 _MAX_HEADER_BYTES = 64 * 1024
+# Bodies above this go out in a second write rather than being copied.
+_JOIN_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +52,208 @@ class HttpConnection:
     def __init__(self, host: str, port: int, *, user_agent: str) -> None:
         self._host = host
         self._port = port
+        self._prefix = _host_lines(host, port, user_agent)
+        self._protocol: _ResponseProtocol | None = None
+        # `next` is the same bytes every time: encode it once
+        self._bodyless: dict[tuple[str, str], bytes] = {}
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+
+        if body or headers or method != "GET":
+            head = _encode_head(method, path, self._prefix, body, headers)
+        else:
+            head = self._bodyless.get((method, path), b"")
+            if not head:
+                head = _encode_head(method, path, self._prefix, body, headers)
+                self._bodyless[(method, path)] = head
+        try:
+            return await protocol.exchange(head, body)
+        except BaseException:
+            # lost, or cancelled mid-request: the stream is in an unknown state
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._protocol is not None:
+            self._protocol.close()
+        self._protocol = None
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def _connect(self) -> _ResponseProtocol:
+        self.close()
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _ResponseProtocol(loop), self._host, self._port
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionLost(
+                f"cannot connect to {self._host}:{self._port}: {exc!r}"
+            ) from exc
+        transport_logger.debug("connected to %s:%d", self._host, self._port)
+        self._protocol = protocol
+        return protocol
+
+
+class _ResponseProtocol(asyncio.Protocol):
+    """Parses responses as bytes arrive and hands each to the waiting request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[HttpResponse] | None = None
+        self._head: tuple[int, dict[str, str]] | None = None
+        self._length = 0  # of the body, or -1 while reading chunks
+        self._chunks: list[bytes] = []
+        self.closed = False
+
+    def exchange(self, head: bytes, body: bytes) -> asyncio.Future[HttpResponse]:
+        """Send one request; the future resolves with its response."""
+        transport = self._transport
+        if transport is None or self.closed:
+            raise ConnectionLost("the connection is closed")
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        if not body:
+            transport.write(head)
+        elif len(body) <= _JOIN_LIMIT:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
+        return waiter
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nothing asked: keep the bytes for the next request
+        try:
+            response = self._parse()
+        except ValueError as exc:
+            self._fail(ConnectionLost(f"malformed response: {exc}"))
+            self.close()
+            return
+        if response is not None:
+            self._waiter = None
+            waiter.set_result(response)
+
+    def eof_received(self) -> bool:
+        self._fail(ConnectionLost("the Runtime API closed the connection"))
+        self.closed = True
+        return False  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f": {exc!r}" if exc is not None else ""
+        self._fail(ConnectionLost(f"the connection was lost{reason}"))
+        self.closed = True
+        self._transport = None
+
+    # -- parsing -----------------------------------------------------------------
+
+    def _parse(self) -> HttpResponse | None:
+        """The whole response at the front of the buffer, or None if not yet."""
+        buffer = self._buffer
+        if self._head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > _MAX_HEADER_BYTES:
+                    raise ValueError(f"no end of headers in {len(buffer)} bytes")
+                return None
+            status, headers = parse_head(bytes(buffer[:end]))
+            del buffer[: end + 4]
+            self._head = status, headers
+            if headers.get("transfer-encoding", "").lower() == "chunked":
+                self._length = -1
+            else:
+                self._length = int(headers.get("content-length", "0"))
+
+        if self._length >= 0:
+            if len(buffer) < self._length:
+                return None
+            body = _take(buffer, self._length)
+        else:
+            chunked = self._read_chunks()
+            if chunked is None:
+                return None
+            body = chunked
+
+        status, headers = self._head
+        self._head = None
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return HttpResponse(status, headers, body)
+
+    def _read_chunks(self) -> bytes | None:
+        buffer = self._buffer
+        while True:
+            line_end = buffer.find(b"\r\n")
+            if line_end < 0:
+                return None
+            size = int(bytes(buffer[:line_end]).split(b";", 1)[0], 16)
+            if size == 0:
+                # trailers, if any, then an empty line
+                if buffer[line_end + 2 : line_end + 4] == b"\r\n":
+                    consumed = line_end + 4
+                else:
+                    end = buffer.find(b"\r\n\r\n", line_end + 2)
+                    if end < 0:
+                        return None
+                    consumed = end + 4
+                del buffer[:consumed]
+                body = b"".join(self._chunks)
+                self._chunks = []
+                return body
+            if len(buffer) < line_end + 2 + size + 2:
+                return None
+            del buffer[: line_end + 2]
+            self._chunks.append(_take(buffer, size))
+            del buffer[:2]
+
+    def _fail(self, exc: ConnectionLost) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+
+class StreamConnection:
+    """``HttpConnection`` over asyncio streams, for comparison."""
+
+    def __init__(self, host: str, port: int, *, user_agent: str) -> None:
+        self._host = host
+        self._port = port
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._prefix = f"Host: {host}:{port}\r\nUser-Agent: {user_agent}\r\n".encode(
-            "latin-1"
-        )
+        self._prefix = _host_lines(host, port, user_agent)
 
     async def request(
         self,
@@ -56,18 +263,10 @@ class HttpConnection:
         headers: dict[str, str] | None = None,
     ) -> HttpResponse:
         reader, writer = await self._connection()
-
-        # the whole request goes out in one write
-        head = [f"{method} {path} HTTP/1.1\r\n".encode("latin-1"), self._prefix]
-        if headers:
-            for name, value in headers.items():
-                head.append(f"{name}: {value}\r\n".encode("latin-1"))
-        if body or method != "GET":
-            head.append(b"Content-Length: %d\r\n" % len(body))
-        head.append(b"\r\n")
         try:
-            head.append(body)
-            writer.writelines(head)
+            writer.writelines(
+                (_encode_head(method, path, self._prefix, body, headers), body)
+            )
             await writer.drain()
             return await self._read_response(reader)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
@@ -82,6 +281,9 @@ class HttpConnection:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+
+    async def aclose(self) -> None:
+        self.close()
 
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._reader is not None and self._writer is not None:
@@ -108,18 +310,10 @@ class HttpConnection:
 
     async def _read_response(self, reader: asyncio.StreamReader) -> HttpResponse:
         raw = await reader.readuntil(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise ConnectionLost(f"malformed status line {lines[0]!r}")
-        status = int(parts[1])
-
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        try:
+            status, headers = parse_head(raw[:-4])
+        except ValueError as exc:
+            raise ConnectionLost(f"malformed response: {exc}") from exc
 
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = await _read_chunked(reader)
@@ -130,6 +324,58 @@ class HttpConnection:
         if headers.get("connection", "").lower() == "close":
             self.close()
         return HttpResponse(status, headers, body)
+
+
+def parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
+    """The status and headers (names lower-cased) of a response head.
+
+    ``raw`` stops before the blank line; raises ``ValueError`` when the status
+    line is not HTTP/1.x.
+    """
+    lines = raw.decode("latin-1").split("\r\n")
+    status_line = lines[0]
+    if not status_line.startswith("HTTP/1.") or len(status_line) < 12:
+        raise ValueError(f"malformed status line {status_line!r}")
+    status = int(status_line[9:12])
+
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+def _host_lines(host: str, port: int, user_agent: str) -> bytes:
+    return f"Host: {host}:{port}\r\nUser-Agent: {user_agent}\r\n".encode("latin-1")
+
+
+def _encode_head(
+    method: str,
+    path: str,
+    prefix: bytes,
+    body: bytes,
+    headers: dict[str, str] | None,
+) -> bytes:
+    parts = [f"{method} {path} HTTP/1.1\r\n".encode("latin-1"), prefix]
+    if headers:
+        for name, value in headers.items():
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if body or method != "GET":
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _take(buffer: bytearray, size: int) -> bytes:
+    """Remove and return the first ``size`` bytes of ``buffer``."""
+    if len(buffer) == size:
+        data = bytes(buffer)
+        buffer.clear()
+        return data
+    data = bytes(memoryview(buffer)[:size])
+    del buffer[:size]
+    return data
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

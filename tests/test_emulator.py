@@ -201,6 +201,32 @@ async def test_next_headers_carry_the_invocation(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_response_content_type_reaches_the_caller(tmp_path: Path) -> None:
+    async with emulator(tmp_path, SLEEPER) as emu:
+        async with played(emu) as runtime, aiohttp.ClientSession() as session:
+            request = session.post(
+                f"{emu.url}/2015-03-31/functions/function/invocations", data=b"{}"
+            )
+            invoke = asyncio.create_task(request.__aenter__())
+            _, headers, _ = await runtime.next()
+            request_id = headers["Lambda-Runtime-Aws-Request-Id"]
+            await runtime.post(
+                f"/runtime/invocation/{request_id}/response",
+                b"<p>hi</p>",
+                {"Content-Type": "text/html; charset=utf-8"},
+            )
+            async with asyncio.timeout(10):
+                response = await invoke
+                body = await response.read()
+                response.release()
+
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["X-Amzn-RequestId"] == request_id
+    assert body == b"<p>hi</p>"
+
+
+@pytest.mark.asyncio
 async def test_next_generates_trace_id_and_omits_empty_headers(
     tmp_path: Path,
 ) -> None:
@@ -289,8 +315,8 @@ async def test_runtime_api_answer_for_a_finished_request_is_unknown(
                 400,
                 rapid_error("InvalidRequestID", "Invalid request ID"),
             )
-            second, _, _ = await runtime.next()
-            assert second == 403
+            second = await runtime.next()
+            assert (second[0], second[2]) == (403, transition("Ready", "Ready"))
             poll.cancel()
             await asyncio.wait({poll})
 
@@ -792,6 +818,15 @@ def test_report_line_flags_a_crash_with_its_error_type() -> None:
         "Memory Size: 256 MB\tMax Memory Used: 30 MB\tStatus: error\t"
         "Error Type: Runtime.ExitError"
     )
+
+
+def test_emulator_address_needs_start() -> None:
+    emu = Emulator(["true"])
+
+    with pytest.raises(RuntimeError, match="await start"):
+        _ = emu.url
+    with pytest.raises(RuntimeError, match="await start"):
+        _ = emu.runtime_api
 
 
 def test_emulator_rejects_a_bad_function_name() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import ipaddress
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,13 +16,12 @@ from aiohttp import web
 
 from ._config import INIT_TIMEOUT, VERSION, FunctionConfig
 from ._invoke import INVOKE_PATH, add_invoke_routes, encode_client_context
+from ._logging import logger
 from ._report import STDERR, Report, Reporter, StreamChoice
 from ._runtime_api import add_runtime_routes
 from ._sandbox import Sandbox
 
 __all__ = ["Emulator", "InvokeResult"]
-
-logger = logging.getLogger("statefulrt.emulator")
 
 # Runners wait this long for in-flight handlers at close; by then the sandbox
 # has answered every caller and released every poll, so it is only a bound.
@@ -147,7 +145,7 @@ class Emulator:
         try:
             # The Runtime API first: its address goes into the runtime's env.
             runtime_app = web.Application()
-            add_runtime_routes(runtime_app, self._sandbox)
+            add_runtime_routes(runtime_app, self._sandbox.slot, self._config.arn)
             self._runtime_runner = await _serve(
                 runtime_app, _loopback_for(self._host), 0
             )

@@ -1,7 +1,7 @@
 """The Runtime API (``/2018-06-01``) as aiohttp routes over the sandbox.
 
-The routes only translate HTTP to sandbox calls and back; every decision about
-states, ids and answers is the sandbox's. Bodies are read (with their limit)
+The routes only translate HTTP to slot calls and back; every decision about
+states, ids and answers is the slot's. Bodies are read (with their limit)
 before anything is decided, so a refused upload still ends cleanly.
 """
 
@@ -11,7 +11,7 @@ from typing import Final
 
 from aiohttp import web
 
-from ._sandbox import Sandbox
+from ._slot import RuntimeSlot
 from ._wire import (
     MAX_ERROR_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -30,21 +30,22 @@ _RESPONSE_MODE: Final = "Lambda-Runtime-Function-Response-Mode"
 
 
 class _RuntimeRoutes:
-    def __init__(self, sandbox: Sandbox) -> None:
-        self._sandbox = sandbox
+    def __init__(self, slot: RuntimeSlot, function_arn: str) -> None:
+        self._slot = slot
+        self._function_arn = function_arn
 
     async def next(self, request: web.Request) -> web.Response:
         try:
-            invocation = await self._sandbox.next(request.transport)
+            invocation = await self._slot.next(request.transport)
         except RuntimeAPIError as exc:
             return error_response(exc)
-        headers = invocation.runtime_headers(self._sandbox.function_arn)
+        headers = invocation.runtime_headers(self._function_arn)
         return web.Response(body=invocation.event, headers=headers)
 
     async def response(self, request: web.Request) -> web.Response:
         body = await read_limited(request, MAX_PAYLOAD_BYTES)
         try:
-            self._sandbox.response(
+            self._slot.response(
                 request.match_info["request_id"],
                 body,
                 content_type=request.headers.get("Content-Type"),
@@ -57,7 +58,7 @@ class _RuntimeRoutes:
     async def error(self, request: web.Request) -> web.Response:
         body = await read_limited(request, MAX_ERROR_BYTES)
         try:
-            self._sandbox.error(
+            self._slot.error(
                 request.match_info["request_id"],
                 body,
                 error_type=request.headers.get(_ERROR_TYPE),
@@ -70,7 +71,7 @@ class _RuntimeRoutes:
     async def init_error(self, request: web.Request) -> web.Response:
         body = await read_limited(request, MAX_ERROR_BYTES)
         try:
-            self._sandbox.init_error(
+            self._slot.init_error(
                 body, error_type=request.headers.get(_ERROR_TYPE), limit=MAX_ERROR_BYTES
             )
         except RuntimeAPIError as exc:
@@ -82,9 +83,11 @@ class _RuntimeRoutes:
         return web.Response(text="pong")
 
 
-def add_runtime_routes(app: web.Application, sandbox: Sandbox) -> None:
+def add_runtime_routes(
+    app: web.Application, slot: RuntimeSlot, function_arn: str
+) -> None:
     """Mount the Runtime API on ``app`` (which may later host other APIs)."""
-    routes = _RuntimeRoutes(sandbox)
+    routes = _RuntimeRoutes(slot, function_arn)
     invocation = f"{PREFIX}/runtime/invocation"
     app.router.add_get(f"{invocation}/next", routes.next)
     app.router.add_post(f"{invocation}/{{request_id}}/response", routes.response)

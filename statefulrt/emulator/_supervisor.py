@@ -8,16 +8,15 @@ that forgot to ``exec`` must not leave its Python child behind.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import os
 import signal
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-__all__ = ["RuntimeProcess", "exit_reason"]
+from ._logging import logger
 
-logger = logging.getLogger("statefulrt.emulator")
+__all__ = ["RuntimeProcess", "exit_reason"]
 
 _KB_PER_MB: Final = 1024
 

@@ -14,6 +14,7 @@ documented 6 MB (runtime-api.md A.7).
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 import orjson
@@ -24,7 +25,9 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "RuntimeAPIError",
     "error_response",
+    "error_payload",
     "function_error",
+    "platform_error_type",
     "read_limited",
     "status_ok",
 ]
@@ -33,6 +36,8 @@ MAX_PAYLOAD_BYTES: Final = 6 * 1024 * 1024 + 100
 MAX_ERROR_BYTES: Final = 1024 * 1024
 
 _CHUNK: Final = 64 * 1024
+
+_PLATFORM_ERROR_TYPE: Final = re.compile(r"(Runtime|Function)\.[A-Z][a-zA-Z]+")
 
 
 class RuntimeAPIError(Exception):
@@ -92,6 +97,28 @@ def status_ok() -> web.Response:
 def function_error(error_type: str, message: str) -> bytes:
     """A caller-facing error payload built by the platform, not the function."""
     return orjson.dumps({"errorType": error_type, "errorMessage": message})
+
+
+def platform_error_type(value: str) -> str:
+    """Normalise an error type for the REPORT line the way RAPID does."""
+    if _PLATFORM_ERROR_TYPE.fullmatch(value):
+        return value
+    return "Function.Unknown" if value.startswith("Function.") else "Runtime.Unknown"
+
+
+def error_payload(body: bytes, error_type: str | None) -> bytes:
+    """The caller-facing body for an error the runtime posted.
+
+    A JSON object goes through untouched, as Lambda passes it; anything else
+    is wrapped, with the error-type header standing in for the missing type.
+    """
+    try:
+        if isinstance(orjson.loads(body), dict):
+            return body
+    except orjson.JSONDecodeError:
+        pass
+    message = body.decode("utf-8", errors="replace").strip()
+    return function_error(error_type or "Runtime.Unknown", message)
 
 
 async def read_limited(request: web.BaseRequest, limit: int) -> bytes | None:
