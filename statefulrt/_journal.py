@@ -20,9 +20,11 @@ the journal to one COMMIT and the items still pending.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +41,13 @@ _HEADER = struct.Struct(">IIB")
 _MAX_RECORD = 64 * 1024 * 1024
 
 FsyncPolicy = Literal["invocation", "flush", "never"]
+
+
+def journal_path(directory: str, function_name: str, handler_class: str) -> str:
+    """Where the journal of ``handler_class`` lives: one per function and class."""
+    return os.path.join(
+        directory, f"statefulrt-{function_name or 'function'}-{handler_class}.journal"
+    )
 
 
 @dataclass
@@ -70,7 +79,34 @@ class Journal:
         self.path = path
         self.fsync_policy: FsyncPolicy = fsync
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         self._dirty = False
+
+    # -- ownership --------------------------------------------------------------
+
+    def lock(self, wait: float) -> bool:
+        """Take the journal for this process; False if another keeps it.
+
+        The runtime holds the lock for its whole life and the companion
+        extension takes it only to rescue a journal the runtime left behind.
+        The kernel releases it when its holder dies, even by SIGKILL.
+        """
+        if self._lock_fd is None:
+            self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.01)
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
 
     # -- writing ----------------------------------------------------------------
 
@@ -124,6 +160,7 @@ class Journal:
 
     def remove(self) -> None:
         self.close()
+        self.unlock()
         try:
             os.unlink(self.path)
         except FileNotFoundError:

@@ -35,7 +35,7 @@ from ._extensions import InternalExtension
 from ._flush import Flusher
 from ._handler import HandlerAdapter, StatefulHandler
 from ._invocation import Context, Invocation, current_invocation
-from ._journal import Journal
+from ._journal import Journal, journal_path
 from ._loader import load_handler
 from ._log import TRACE, invoke_logger, runtime_logger
 from ._marshal import decode_event, encode_result
@@ -167,28 +167,11 @@ class Runtime:
         return False
 
     def _prepare_state(self, handler: StatefulHandler) -> None:
-        state = handler.state
-        if handler.durability == "journal":
-            # one journal per function and handler class, in the sandbox's
-            # temporary directory, which outlives a killed runtime
-            name = f"statefulrt-{self.config.function_name or 'function'}-"
-            name += f"{type(handler).__name__}.journal"
-            journal = Journal(
-                os.path.join(self.config.journal_dir, name),
-                fsync=handler.journal_fsync,
-            )
-            replay = journal.replay()
-            state.journal = journal
-            state._restore(replay)
-        self.flusher = Flusher(state, handler.flush_policy, handler.flush_hooks())
-        if state.journal is not None:
-            self.flusher.restore(replay)
-            if replay.items:
-                runtime_logger.info(
-                    "journal replayed: %d items pending since flush %d",
-                    len(replay.items),
-                    replay.epoch,
-                )
+        self.flusher = open_state(
+            handler,
+            journal_dir=self.config.journal_dir,
+            function_name=self.config.function_name,
+        )
 
         self.max_pending_bytes = handler.max_pending_bytes
         if self.max_pending_bytes is None:
@@ -409,6 +392,10 @@ class Runtime:
                 await self.adapter.close()
             except Exception as exc:
                 runtime_logger.error("close() failed: %s", describe(exc), exc_info=exc)
+        journal = self.flusher.state.journal if self.flusher else None
+        if journal is not None:
+            journal.close()
+            journal.unlock()
         runtime_logger.info("closed after %d invocations", self.invocations)
 
     def _report_fatal(self, exc: BaseException | None) -> int:
@@ -453,3 +440,46 @@ class Runtime:
                     signal.Signals(signum).name,
                     describe(exc),
                 )
+
+
+# How long an init waits for a companion extension still rescuing the journal.
+JOURNAL_LOCK_WAIT = 5.0
+
+
+def open_state(
+    handler: StatefulHandler, *, journal_dir: str, function_name: str
+) -> Flusher:
+    """Attach the journal (for journal-mode handlers) and build the flusher.
+
+    What a previous process left in the journal is loaded into the handler's
+    state, and a flush it had started is set up to be retried first.
+    """
+    state = handler.state
+    replay = None
+    if handler.durability == "journal":
+        # one journal per function and handler class, in the sandbox's
+        # temporary directory, which outlives a killed runtime
+        journal = Journal(
+            journal_path(journal_dir, function_name, type(handler).__name__),
+            fsync=handler.journal_fsync,
+        )
+        if not journal.lock(JOURNAL_LOCK_WAIT):
+            runtime_logger.warning(
+                "journal %s stayed locked for %.0f s; using it anyway",
+                journal.path,
+                JOURNAL_LOCK_WAIT,
+            )
+        replay = journal.replay()
+        state.journal = journal
+        state._restore(replay)
+
+    flusher = Flusher(state, handler.flush_policy, handler.flush_hooks())
+    if replay is not None:
+        flusher.restore(replay)
+        if replay.items:
+            runtime_logger.info(
+                "journal replayed: %d items pending since flush %d",
+                len(replay.items),
+                replay.epoch,
+            )
+    return flusher

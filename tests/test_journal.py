@@ -201,8 +201,11 @@ async def test_runtime_journal_mode_replays_after_a_lost_process(
         assert runtime.flusher is not None
         runtime.flusher.policy = FlushPolicy(every=1000, on_shutdown=False)
     assert lost == []
-    journal_files = [p.name for p in tmp_path.iterdir()]
-    assert journal_files == ["statefulrt-test-JournalCounter.journal"]
+    journal_files = sorted(p.name for p in tmp_path.iterdir())
+    assert journal_files == [
+        "statefulrt-test-JournalCounter.journal",
+        "statefulrt-test-JournalCounter.journal.lock",
+    ]
 
     sink: list[Any] = []
     second = JournalCounter(sink)

@@ -63,28 +63,32 @@ def segment_key(packets: Sequence[EncodedPacket]) -> str:
 class TimelapseHandler(StatefulHandler):
     """Append each photo an S3 event names to an HLS timelapse."""
 
-    # Replaced in init() by one built from TIMELAPSE_SEGMENT_FRAMES; the
-    # runtime reads the policy only after init() returns.
+    # Replaced per instance by one built from TIMELAPSE_SEGMENT_FRAMES.
     flush_policy = FlushPolicy(every=30, on_shutdown=True)
 
     def __init__(
         self, environ: Mapping[str, str] | None = None, sink: Sink | None = None
     ) -> None:
-        """``environ`` defaults to ``os.environ`` (read in init); ``sink`` to a
-        LocalDirectorySink at TIMELAPSE_OUTPUT."""
+        """Read the TIMELAPSE_* settings from ``environ`` (``os.environ``).
+
+        ``sink`` defaults to a LocalDirectorySink at TIMELAPSE_OUTPUT.
+        """
         super().__init__()
-        self._environ = environ
-        self._config: TimelapseConfig | None = None
+        # The runtime builds this instance during its init phase and reads
+        # the flush policy before init() runs (a journal replay needs it), so
+        # the settings that shape the policy are read here, not in init().
+        config = TimelapseConfig.from_env(os.environ if environ is None else environ)
+        # TODO(runtime): StatefulHandler types flush_policy as a ClassVar, but
+        # this handler's N comes from the environment. Drop the ignore once
+        # the runtime accepts a per-instance policy in its types.
+        self.flush_policy = FlushPolicy(  # type: ignore[misc]
+            every=config.segment_frames, on_shutdown=True
+        )
+        self.config = config
         self._sink = sink
         self._encoder: SegmentEncoder | None = None
         self._playlist = HlsPlaylist()
         self._cut_epoch = 0
-
-    @property
-    def config(self) -> TimelapseConfig:
-        if self._config is None:
-            raise RuntimeError("TimelapseHandler.init() has not run yet")
-        return self._config
 
     @property
     def playlist(self) -> HlsPlaylist:
@@ -94,23 +98,17 @@ class TimelapseHandler(StatefulHandler):
     # -- lifecycle ----------------------------------------------------------------
 
     async def init(self) -> None:
-        config = TimelapseConfig.from_env(
-            os.environ if self._environ is None else self._environ
-        )
-        self._config = config
-        # TODO(runtime): FlushPolicy is typed as a ClassVar, yet the N it needs
-        # is only known from the environment, read here. Drop the ignore once
-        # StatefulHandler types flush_policy as an instance attribute.
-        self.flush_policy = FlushPolicy(  # type: ignore[misc]
-            every=config.segment_frames, on_shutdown=True
-        )
+        config = self.config
         if self._sink is None:
             self._sink = LocalDirectorySink(config.output)
 
         # Resume: a new process continues the video the sink already holds,
-        # with timestamps that carry on from its last frame.
+        # with timestamps that carry on from its last frame, or from the last
+        # frame a journal replayed into the buffer, if that is later.
         self._playlist = await self._load_playlist()
-        first_pts = sum(e.frames(config.fps) for e in self._playlist.entries)
+        listed = sum(e.frames(config.fps) for e in self._playlist.entries)
+        replayed: list[EncodedPacket] = self.state.buffer(PACKETS).peek()
+        first_pts = max([listed, *(packet.pts + 1 for packet in replayed)])
 
         self._encoder = SegmentEncoder(
             width=config.width,
@@ -122,12 +120,13 @@ class TimelapseHandler(StatefulHandler):
         )
         logger.info(
             "timelapse encoder open: %dx%d at %d fps, %d frames per segment, "
-            "resuming after %d segments (%d frames)",
+            "resuming after %d segments and %d buffered frames at frame %d",
             config.width,
             config.height,
             config.fps,
             config.segment_frames,
             len(self._playlist),
+            len(replayed),
             first_pts,
         )
 
