@@ -21,6 +21,7 @@ from ._exceptions import (
 from ._flush import Flush, FlushPolicy
 from ._handler import StatefulHandler, flush_hook
 from ._invocation import Context
+from ._resources import Resource, Resources
 from ._state import Buffer, Counter, State
 from ._version import __version__
 
@@ -35,6 +36,8 @@ __all__ = [
     "FlushPolicy",
     "HandlerError",
     "HandlerLoadError",
+    "Resource",
+    "Resources",
     "RuntimeApiError",
     "RuntimeApiUnavailable",
     "RuntimeConfig",

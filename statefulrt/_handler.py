@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from ._flush import Flush, FlushHook, FlushPolicy
 from ._invocation import Context
 from ._journal import FsyncPolicy
+from ._resources import Resources
 from ._state import State
 
 Durability = Literal["memory", "journal", "sync"]
@@ -73,6 +74,7 @@ class StatefulHandler:
     _flush_hook_names: ClassVar[tuple[str, ...]] = ()
 
     state: State
+    resources: Resources
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -95,6 +97,7 @@ class StatefulHandler:
 
     def __init__(self) -> None:
         self.state = State()
+        self.resources = Resources()
 
     async def init(self) -> None:
         """Runs once per process, before the first invocation."""
@@ -170,7 +173,10 @@ class HandlerAdapter:
     async def close(self) -> None:
         try:
             if self.stateful is not None:
-                await self.stateful.close()
+                try:
+                    await self.stateful.close()
+                finally:
+                    await self.stateful.resources.close()
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)

@@ -7,12 +7,16 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from . import _wire as wire
 from ._config import RuntimeConfig
+
+if TYPE_CHECKING:
+    from ._resources import Resources
+    from ._state import State
 
 # Lambda's longest timeout: the fallback deadline when the header is unusable.
 MAX_TIMEOUT_MS = 900_000
@@ -153,10 +157,18 @@ class Context:
         "is_cold",
         "invocation_index",
         "warnings",
+        "resources",
+        "state",
     )
 
     def __init__(
-        self, invocation: Invocation, config: RuntimeConfig, *, index: int
+        self,
+        invocation: Invocation,
+        config: RuntimeConfig,
+        *,
+        index: int,
+        resources: Resources | None = None,
+        state: State | None = None,
     ) -> None:
         self.aws_request_id = invocation.request_id
         self.function_name = config.function_name
@@ -171,6 +183,9 @@ class Context:
         self.deadline_ms = invocation.deadline_ms
         self.is_cold = index == 1
         self.invocation_index = index
+        # the handler's resources and state, for code that only has the context
+        self.resources = resources
+        self.state = state
 
         warnings = list(invocation.problems)
         identity = _json_object(

@@ -213,13 +213,24 @@ class Runtime:
         token = current_invocation.set(invocation)
         self._set_trace_id(invocation.trace_id)
         try:
-            context = Context(invocation, self.config, index=self.invocations)
+            stateful = self.adapter.stateful
+            if stateful is not None:
+                await stateful.resources.before_invoke()
+            context = Context(
+                invocation,
+                self.config,
+                index=self.invocations,
+                resources=stateful.resources if stateful else None,
+                state=stateful.state if stateful else None,
+            )
             for warning in context.warnings:
                 invoke_logger.warning("%s", warning)
             invoke_logger.log(TRACE, "invoke %s", invocation.request_id)
             await self._answer(invocation, context)
         finally:
             current_invocation.reset(token)
+            if self.adapter.stateful is not None:
+                self.adapter.stateful.resources.after_invoke()
 
     async def _answer(self, invocation: Invocation, context: Context) -> None:
         assert self.adapter is not None

@@ -18,6 +18,8 @@ def test_public_api_all_is_exact() -> None:
         "FlushPolicy",
         "HandlerError",
         "HandlerLoadError",
+        "Resource",
+        "Resources",
         "RuntimeApiError",
         "RuntimeApiUnavailable",
         "RuntimeConfig",

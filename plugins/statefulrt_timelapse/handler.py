@@ -1,8 +1,8 @@
 """``TimelapseHandler``: one S3 photo per invocation in, HLS video out.
 
-Per process (``init``): read the TIMELAPSE_* settings, open the sink, resume
-from the playlist already there, and open the H.264 encoder, which then stays
-open across warm invocations.
+Per process (construction and ``init``): read the TIMELAPSE_* settings, open
+the sink, resume from the playlist already there, and open the H.264 encoder,
+which then stays open across warm invocations.
 
 Per invocation (``handle``): decode the JPEG each S3 record names, encode it as
 one frame, buffer the packet. The response goes out before anything is written.
@@ -210,14 +210,9 @@ class TimelapseHandler(StatefulHandler):
         await self._write_playlist()
 
     async def close(self) -> None:
-        # The runtime already ran the shutdown flush. If that had nothing to
-        # write, the playlist still needs its end mark.
-        if self._sink is not None and len(self._playlist) and not self._playlist.ended:
-            self._playlist.ended = True
-            await self._write_playlist()
-
         # Packets still inside the encoder would be frames never acknowledged
         # as buffered, and zerolatency keeps none: draining only releases it.
+        # First, so that a failing sink below cannot keep it open.
         encoder, self._encoder = self._encoder, None
         if encoder is not None:
             leftover = encoder.close()
@@ -225,6 +220,13 @@ class TimelapseHandler(StatefulHandler):
                 logger.warning(
                     "encoder held %d packets at close; they are dropped", len(leftover)
                 )
+
+        # The runtime already ran the shutdown flush. If that had nothing to
+        # write (or was a retry of an earlier batch), the playlist still needs
+        # its end mark; it lists only segments already stored.
+        if self._sink is not None and len(self._playlist) and not self._playlist.ended:
+            self._playlist.ended = True
+            await self._write_playlist()
 
     # -- helpers ------------------------------------------------------------------
 

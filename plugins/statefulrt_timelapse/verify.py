@@ -27,6 +27,7 @@ class VideoReport:
     frames: int
     segments: int
     frames_per_segment: tuple[int, ...]
+    timestamps: tuple[float, ...]
     width: int
     height: int
     ended: bool
@@ -44,6 +45,7 @@ def inspect_video(playlist_path: str | Path) -> VideoReport:
     playlist = HlsPlaylist.parse(playlist_path.read_text(encoding="utf-8"))
 
     counts: list[int] = []
+    times: list[float] = []
     size: tuple[int, int] | None = None
     for entry in playlist.entries:
         segment = playlist_path.parent / entry.uri
@@ -59,6 +61,7 @@ def inspect_video(playlist_path: str | Path) -> VideoReport:
                         f"segment {entry.uri} changes the frame size to "
                         f"{frame.width}x{frame.height} from {size[0]}x{size[1]}"
                     )
+                times.append(_seconds(frame, entry.uri))
                 count += 1
         counts.append(count)
 
@@ -67,6 +70,7 @@ def inspect_video(playlist_path: str | Path) -> VideoReport:
         frames=sum(counts),
         segments=len(counts),
         frames_per_segment=tuple(counts),
+        timestamps=tuple(times),
         width=width,
         height=height,
         ended=playlist.ended,
@@ -83,26 +87,42 @@ def hls_timestamps(playlist_path: str | Path) -> list[float]:
 
     This goes through FFmpeg's HLS demuxer, which follows the playlist and
     joins the segments on one timeline: the times must rise steadily across
-    segment boundaries for the video to play without a jump.
+    segment boundaries for the video to play without a jump. Only an ended
+    playlist can be read to its end; a live one raises ValueError.
     """
-    times: list[float] = []
+    _require_ended(playlist_path)
     with av.open(str(playlist_path), format="hls") as container:
-        for frame in container.decode(video=0):
-            if frame.pts is None or frame.time_base is None:
-                raise ValueError("a frame of the playlist carries no timestamp")
-            times.append(float(frame.pts * frame.time_base))
-    return times
+        return [_seconds(frame, "the playlist") for frame in container.decode(video=0)]
+
+
+def _seconds(frame: av.VideoFrame, where: str) -> float:
+    if frame.pts is None or frame.time_base is None:
+        raise ValueError(f"a frame of {where} carries no timestamp")
+    return float(frame.pts * frame.time_base)
+
+
+def _require_ended(playlist_path: str | Path) -> None:
+    # Without #EXT-X-ENDLIST, FFmpeg's HLS demuxer treats the stream as live
+    # and waits for the playlist to grow: it would never return.
+    text = Path(playlist_path).read_text(encoding="utf-8")
+    if not HlsPlaylist.parse(text).ended:
+        raise ValueError(
+            f"{playlist_path} has no #EXT-X-ENDLIST: a player would wait for "
+            "more segments; use inspect_video() to check a live playlist"
+        )
 
 
 def ffprobe_frames(playlist_path: str | Path, *, timeout: float = 60.0) -> int | None:
     """Frames ffprobe counts playing the playlist, or None without ffprobe.
 
     A second opinion from the FFmpeg command-line tools, which read the
-    playlist through their HLS demuxer as a player would.
+    playlist through their HLS demuxer as a player would. Like
+    ``hls_timestamps``, it needs an ended playlist.
     """
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None:
         return None
+    _require_ended(playlist_path)
     completed = subprocess.run(
         [
             ffprobe,
