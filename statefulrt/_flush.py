@@ -17,6 +17,7 @@ from typing import Any, Literal
 from ._diagnostic import describe
 from ._journal import Replay
 from ._log import flush_logger
+from ._metrics import LifecycleMetrics
 from ._state import State
 
 FlushReason = Literal["items", "bytes", "age", "shutdown", "manual", "sync", "replay"]
@@ -78,14 +79,19 @@ class Flush:
     sink can use the name as an idempotency key.
     """
 
-    __slots__ = ("epoch", "reason", "attempt", "_batches")
+    __slots__ = ("epoch", "reason", "attempt", "nbytes", "_batches")
 
     def __init__(
-        self, epoch: int, reason: FlushReason, batches: dict[str, list[Any]]
+        self,
+        epoch: int,
+        reason: FlushReason,
+        batches: dict[str, list[Any]],
+        nbytes: int = 0,
     ) -> None:
         self.epoch = epoch
         self.reason: FlushReason = reason
         self.attempt = 1
+        self.nbytes = nbytes
         self._batches = batches
 
     @property
@@ -126,6 +132,7 @@ class Flusher:
         # how long the last successful flush took: the cost of the next one
         self.estimate = 0.0
         self.deferred = 0
+        self.metrics: LifecycleMetrics | None = None
 
     @property
     def retry_pending(self) -> bool:
@@ -194,7 +201,8 @@ class Flusher:
         }
         if not batches:
             return None
-        batch = Flush(self.epoch + 1, reason, batches)
+        nbytes = sum(self.state.buffer(name)._claimed_bytes() for name in batches)
+        batch = Flush(self.epoch + 1, reason, batches, nbytes)
         journal = self.state.journal
         if journal is not None:
             journal.append_claim(
@@ -228,6 +236,8 @@ class Flusher:
                 exc_info=exc,
             )
             batch.attempt += 1
+            if self.metrics is not None:
+                self.metrics.flush_failed()
             return False
 
         for name in batch.buffers:
@@ -239,6 +249,8 @@ class Flusher:
         self.failures = 0
         self._pending = None
         self.estimate = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.flush_done(self.estimate * 1000, len(batch), batch.nbytes)
         flush_logger.info(
             "flush %s written (%s, %d items) in %.1f ms",
             batch.name,

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from ._flush import Flush, FlushHook, FlushPolicy
 from ._invocation import Context
 from ._journal import FsyncPolicy
+from ._metrics import LifecycleMetrics
 from ._resources import Resources
 from ._state import State
 
@@ -75,6 +76,8 @@ class StatefulHandler:
 
     state: State
     resources: Resources
+    #: set in init() to export lifecycle metrics (see the metrics plugin)
+    metrics: LifecycleMetrics | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

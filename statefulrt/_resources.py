@@ -73,6 +73,10 @@ class Resources:
     def __len__(self) -> int:
         return len(self._open)
 
+    def idle_seconds(self, now: float | None = None) -> float:
+        """Seconds since the last invocation ended (or since init)."""
+        return (time.monotonic() if now is None else now) - self._last_used
+
     async def before_invoke(self, now: float | None = None) -> None:
         """Validate every resource if the sandbox sat idle for a while."""
         now = time.monotonic() if now is None else now

@@ -39,6 +39,7 @@ from ._journal import Journal, journal_path
 from ._loader import load_handler
 from ._log import TRACE, invoke_logger, runtime_logger
 from ._marshal import decode_event, encode_result
+from ._metrics import LifecycleMetrics
 
 EXIT_OK = 0
 EXIT_INIT_ERROR = 1
@@ -89,9 +90,15 @@ class Runtime:
         if not await self._init():
             await self.client.aclose()
             return EXIT_INIT_ERROR
+        init_ms = (time.perf_counter() - started) * 1000
+        metrics = self._metrics()
+        if metrics is not None:
+            metrics.init_done(init_ms)
+            assert self.flusher is not None
+            self.flusher.metrics = metrics
         runtime_logger.info(
             "init done in %.1f ms (handler %s, %d poller%s)",
-            (time.perf_counter() - started) * 1000,
+            init_ms,
             self.config.handler,
             self.config.max_concurrency,
             "" if self.config.max_concurrency == 1 else "s",
@@ -215,7 +222,16 @@ class Runtime:
         try:
             stateful = self.adapter.stateful
             if stateful is not None:
+                idle = stateful.resources.idle_seconds()
                 await stateful.resources.before_invoke()
+                if stateful.metrics is not None:
+                    stateful.metrics.invocation(
+                        "cold"
+                        if self.invocations == 1
+                        else "thawed"
+                        if idle >= stateful.resources.revalidate_after
+                        else "warm"
+                    )
             context = Context(
                 invocation,
                 self.config,
@@ -369,6 +385,14 @@ class Runtime:
             remaining = invocation.deadline_ms / 1000 - time.time()
             budget = remaining - FLUSH_DEADLINE_MARGIN
         await self.flusher.at_boundary(budget=budget)
+        metrics = self._metrics()
+        if metrics is not None:
+            state = self.flusher.state
+            metrics.boundary(state.pending_items, state.pending_bytes)
+
+    def _metrics(self) -> LifecycleMetrics | None:
+        stateful = self.adapter.stateful if self.adapter else None
+        return stateful.metrics if stateful is not None else None
 
     def _set_trace_id(self, trace_id: str | None) -> None:
         # The variable is process-wide: only meaningful with one invocation

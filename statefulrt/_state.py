@@ -117,6 +117,9 @@ class Buffer:
             self._claimed = len(self._items)
         return self._items[: self._claimed]
 
+    def _claimed_bytes(self) -> int:
+        return sum(self._sizes[: self._claimed])
+
     def _commit(self) -> None:
         count = self._claimed
         for key in self._keys[:count]:

@@ -472,6 +472,27 @@ async def test_timelapse_handler_playlist_never_names_a_missing_segment(
 
 
 @pytest.mark.asyncio
+async def test_timelapse_handler_close_ends_playlist_when_nothing_is_pending(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path, segment_frames=5, sink=FlakySink(tmp_path / "out"))
+    await harness.init()
+    for event in harness.photo_events(10):
+        await harness.invoke(event)
+    assert harness.playlist().ended is False
+
+    await harness.shutdown()
+
+    playlist = harness.playlist()
+    assert [e.uri for e in playlist.entries] == [
+        "segments/seg-0000000000.ts",
+        "segments/seg-0000000005.ts",
+    ]
+    assert playlist.ended is True
+    assert harness.sink.puts.count(PLAYLIST_KEY) == 3
+
+
+@pytest.mark.asyncio
 async def test_timelapse_handler_bad_input_raises_and_keeps_the_buffer(
     tmp_path: Path,
 ) -> None:
