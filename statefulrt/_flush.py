@@ -79,7 +79,7 @@ class Flush:
     sink can use the name as an idempotency key.
     """
 
-    __slots__ = ("epoch", "reason", "attempt", "nbytes", "_batches")
+    __slots__ = ("epoch", "reason", "attempt", "nbytes", "tenant_id", "_batches")
 
     def __init__(
         self,
@@ -92,6 +92,7 @@ class Flush:
         self.reason: FlushReason = reason
         self.attempt = 1
         self.nbytes = nbytes
+        self.tenant_id: str | None = None
         self._batches = batches
 
     @property
@@ -133,6 +134,7 @@ class Flusher:
         self.estimate = 0.0
         self.deferred = 0
         self.metrics: LifecycleMetrics | None = None
+        self.tenant_id: str | None = None
 
     @property
     def retry_pending(self) -> bool:
@@ -211,6 +213,7 @@ class Flusher:
         return batch
 
     async def _run(self, batch: Flush) -> bool:
+        batch.tenant_id = self.tenant_id
         started = time.perf_counter()
         try:
             for hook in self.hooks:

@@ -13,6 +13,7 @@ import contextvars
 import inspect
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, ClassVar, Literal, TypeVar
 
 from ._flush import Flush, FlushHook, FlushPolicy
@@ -23,6 +24,12 @@ from ._resources import Resources
 from ._state import State
 
 Durability = Literal["memory", "journal", "sync"]
+
+# The state of the tenant whose invocation (or flush) is running, when the
+# function serves tenants; StatefulHandler.state reads it.
+active_state: ContextVar[State | None] = ContextVar(
+    "statefulrt_active_state", default=None
+)
 _HOOK_MARK = "__statefulrt_flush_hook__"
 
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
@@ -74,7 +81,6 @@ class StatefulHandler:
     max_pending_items: ClassVar[int | None] = None
     _flush_hook_names: ClassVar[tuple[str, ...]] = ()
 
-    state: State
     resources: Resources
     #: set in init() to export lifecycle metrics (see the metrics plugin)
     metrics: LifecycleMetrics | None = None
@@ -99,8 +105,22 @@ class StatefulHandler:
         cls._flush_hook_names = tuple(names)
 
     def __init__(self) -> None:
-        self.state = State()
+        self._home_state = State()
         self.resources = Resources()
+
+    @property
+    def state(self) -> State:
+        """The state of the tenant being served (the one state without tenants).
+
+        Each tenant id gets its own buffers, counters and values: one tenant's
+        data never reaches another tenant's invocation or flush.
+        """
+        current = active_state.get()
+        return current if current is not None else self._home_state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        self._home_state = value
 
     async def init(self) -> None:
         """Runs once per process, before the first invocation."""

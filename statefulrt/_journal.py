@@ -21,6 +21,7 @@ the journal to one COMMIT and the items still pending.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import pickle
 import struct
@@ -43,11 +44,18 @@ _MAX_RECORD = 64 * 1024 * 1024
 FsyncPolicy = Literal["invocation", "flush", "never"]
 
 
-def journal_path(directory: str, function_name: str, handler_class: str) -> str:
-    """Where the journal of ``handler_class`` lives: one per function and class."""
-    return os.path.join(
-        directory, f"statefulrt-{function_name or 'function'}-{handler_class}.journal"
-    )
+def journal_path(
+    directory: str,
+    function_name: str,
+    handler_class: str,
+    tenant_id: str | None = None,
+) -> str:
+    """Where a journal lives: one per function, handler class and tenant."""
+    name = f"statefulrt-{function_name or 'function'}-{handler_class}"
+    if tenant_id is not None:
+        # tenant ids are caller-chosen text: never let one shape a path
+        name += "-tenant-" + hashlib.sha256(tenant_id.encode()).hexdigest()[:20]
+    return os.path.join(directory, name + ".journal")
 
 
 @dataclass

@@ -33,13 +33,14 @@ from ._diagnostic import ErrorPayload, describe
 from ._exceptions import HandlerLoadError, RuntimeApiError, RuntimeApiUnavailable
 from ._extensions import InternalExtension
 from ._flush import Flusher
-from ._handler import HandlerAdapter, StatefulHandler
+from ._handler import HandlerAdapter, StatefulHandler, active_state
 from ._invocation import Context, Invocation, current_invocation
 from ._journal import Journal, journal_path
 from ._loader import load_handler
 from ._log import TRACE, invoke_logger, runtime_logger
 from ._marshal import decode_event, encode_result
 from ._metrics import LifecycleMetrics
+from ._state import State
 
 EXIT_OK = 0
 EXIT_INIT_ERROR = 1
@@ -75,7 +76,8 @@ class Runtime:
             else None
         )
         self.adapter: HandlerAdapter | None = None
-        self.flusher: Flusher | None = None
+        # one flusher (state, journal, retry) per tenant; None: no tenant
+        self.flushers: dict[str | None, Flusher] = {}
         self.max_pending_bytes: int | None = None
         self.max_pending_items: int | None = None
         self.invocations = 0
@@ -83,6 +85,11 @@ class Runtime:
         self._in_flight = 0
         self._idle_pollers: set[asyncio.Task[None]] = set()
         self._user_signal_handlers: dict[int, _SignalHandler] = {}
+
+    @property
+    def flusher(self) -> Flusher | None:
+        """The flusher of the state that serves invocations without a tenant."""
+        return self.flushers.get(None)
 
     async def run(self) -> int:
         """Run until shutdown; returns the process exit code."""
@@ -94,8 +101,8 @@ class Runtime:
         metrics = self._metrics()
         if metrics is not None:
             metrics.init_done(init_ms)
-            assert self.flusher is not None
-            self.flusher.metrics = metrics
+            for flusher in self.flushers.values():
+                flusher.metrics = metrics
         runtime_logger.info(
             "init done in %.1f ms (handler %s, %d poller%s)",
             init_ms,
@@ -174,8 +181,9 @@ class Runtime:
         return False
 
     def _prepare_state(self, handler: StatefulHandler) -> None:
-        self.flusher = open_state(
+        self.flushers[None] = open_state(
             handler,
+            handler.state,
             journal_dir=self.config.journal_dir,
             function_name=self.config.function_name,
         )
@@ -184,6 +192,20 @@ class Runtime:
         if self.max_pending_bytes is None:
             self.max_pending_bytes = self.config.memory_size_mb * 1024 * 1024 // 4
         self.max_pending_items = handler.max_pending_items
+
+    def _flusher_for(self, handler: StatefulHandler, tenant_id: str | None) -> Flusher:
+        flusher = self.flushers.get(tenant_id)
+        if flusher is None:
+            flusher = open_state(
+                handler,
+                State(),
+                journal_dir=self.config.journal_dir,
+                function_name=self.config.function_name,
+                tenant_id=tenant_id,
+            )
+            flusher.metrics = handler.metrics
+            self.flushers[tenant_id] = flusher
+        return flusher
 
     # -- the loop ---------------------------------------------------------------
 
@@ -210,7 +232,6 @@ class Runtime:
             self._in_flight += 1
             try:
                 await self._invoke(invocation)
-                await self._after_response(invocation)
             finally:
                 self._in_flight -= 1
 
@@ -219,8 +240,12 @@ class Runtime:
         self.invocations += 1
         token = current_invocation.set(invocation)
         self._set_trace_id(invocation.trace_id)
+        stateful = self.adapter.stateful
+        flusher = None
+        if stateful is not None:
+            flusher = self._flusher_for(stateful, invocation.tenant_id)
+        state_token = active_state.set(flusher.state if flusher else None)
         try:
-            stateful = self.adapter.stateful
             if stateful is not None:
                 idle = stateful.resources.idle_seconds()
                 await stateful.resources.before_invoke()
@@ -237,22 +262,27 @@ class Runtime:
                 self.config,
                 index=self.invocations,
                 resources=stateful.resources if stateful else None,
-                state=stateful.state if stateful else None,
+                state=flusher.state if flusher else None,
             )
             for warning in context.warnings:
                 invoke_logger.warning("%s", warning)
             invoke_logger.log(TRACE, "invoke %s", invocation.request_id)
-            await self._answer(invocation, context)
+            await self._answer(invocation, context, flusher)
+            if flusher is not None:
+                await self._after_response(invocation, flusher)
         finally:
+            active_state.reset(state_token)
             current_invocation.reset(token)
-            if self.adapter.stateful is not None:
-                self.adapter.stateful.resources.after_invoke()
+            if stateful is not None:
+                stateful.resources.after_invoke()
 
-    async def _answer(self, invocation: Invocation, context: Context) -> None:
+    async def _answer(
+        self, invocation: Invocation, context: Context, flusher: Flusher | None
+    ) -> None:
         assert self.adapter is not None
         request_id = invocation.request_id
 
-        refusal = self._backpressure()
+        refusal = self._backpressure(flusher)
         if refusal is not None:
             await self._fail(
                 request_id,
@@ -289,11 +319,11 @@ class Runtime:
             await self._fail(request_id, ErrorPayload.from_exception(exc, request_id))
             return
         finally:
-            journal = self.flusher.state.journal if self.flusher else None
+            journal = flusher.state.journal if flusher else None
             if journal is not None:
                 journal.sync()  # before the answer: that is the promise
 
-        if not await self._sync_flush(request_id):
+        if not await self._sync_flush(request_id, flusher):
             return
 
         try:
@@ -325,10 +355,10 @@ class Runtime:
             return
         await self.client.post_response(request_id, body, content_type)
 
-    def _backpressure(self) -> str | None:
-        if self.flusher is None:
+    def _backpressure(self, flusher: Flusher | None) -> str | None:
+        if flusher is None:
             return None
-        state = self.flusher.state
+        state = flusher.state
         too_many = (
             self.max_pending_items is not None
             and state.pending_items >= self.max_pending_items
@@ -345,11 +375,11 @@ class Runtime:
             "succeeds. Retry later."
         )
 
-    async def _sync_flush(self, request_id: str) -> bool:
+    async def _sync_flush(self, request_id: str, flusher: Flusher | None) -> bool:
         stateful = self.adapter.stateful if self.adapter else None
-        if stateful is None or stateful.durability != "sync" or self.flusher is None:
+        if stateful is None or stateful.durability != "sync" or flusher is None:
             return True
-        if self.flusher.state.pending_items == 0 or await self.flusher.flush("sync"):
+        if flusher.state.pending_items == 0 or await flusher.flush("sync"):
             return True
         await self._fail(
             request_id,
@@ -374,20 +404,18 @@ class Runtime:
         )
         await self.client.post_error(request_id, error)
 
-    async def _after_response(self, invocation: Invocation) -> None:
+    async def _after_response(self, invocation: Invocation, flusher: Flusher) -> None:
         # Post-response work: billed, but the caller already has its answer.
-        if self.flusher is None:
-            return
         budget = None
         if self.config.max_concurrency == 1:
             # Managed Instances do not stop late code, so only the classic
             # mode budgets against the deadline
             remaining = invocation.deadline_ms / 1000 - time.time()
             budget = remaining - FLUSH_DEADLINE_MARGIN
-        await self.flusher.at_boundary(budget=budget)
+        await flusher.at_boundary(budget=budget)
         metrics = self._metrics()
         if metrics is not None:
-            state = self.flusher.state
+            state = flusher.state
             metrics.boundary(state.pending_items, state.pending_bytes)
 
     def _metrics(self) -> LifecycleMetrics | None:
@@ -410,28 +438,37 @@ class Runtime:
         self.request_shutdown("loop ended")
         await asyncio.gather(*pollers, return_exceptions=True)
 
-        if self.flusher is not None and self.flusher.policy.on_shutdown:
-            budget = self.config.shutdown_budget_ms / 1000
-            try:
-                await asyncio.wait_for(self.flusher.flush("shutdown"), budget)
-            except TimeoutError:
-                runtime_logger.warning(
-                    "the shutdown flush did not finish within %d ms; %d items stay "
-                    "buffered%s",
-                    self.config.shutdown_budget_ms,
-                    self.flusher.state.pending_items,
-                    " in the journal" if self.flusher.state.journal else "",
-                )
+        for tenant_id, flusher in self.flushers.items():
+            if flusher.policy.on_shutdown:
+                await self._final_flush(tenant_id, flusher)
         if self.adapter is not None:
             try:
                 await self.adapter.close()
             except Exception as exc:
                 runtime_logger.error("close() failed: %s", describe(exc), exc_info=exc)
-        journal = self.flusher.state.journal if self.flusher else None
-        if journal is not None:
-            journal.close()
-            journal.unlock()
+        for flusher in self.flushers.values():
+            journal = flusher.state.journal
+            if journal is not None:
+                journal.close()
+                journal.unlock()
         runtime_logger.info("closed after %d invocations", self.invocations)
+
+    async def _final_flush(self, tenant_id: str | None, flusher: Flusher) -> None:
+        budget = self.config.shutdown_budget_ms / 1000
+        token = active_state.set(flusher.state)
+        try:
+            await asyncio.wait_for(flusher.flush("shutdown"), budget)
+        except TimeoutError:
+            runtime_logger.warning(
+                "the shutdown flush%s did not finish within %d ms; %d items stay "
+                "buffered%s",
+                "" if tenant_id is None else " of a tenant",
+                self.config.shutdown_budget_ms,
+                flusher.state.pending_items,
+                " in the journal" if flusher.state.journal else "",
+            )
+        finally:
+            active_state.reset(token)
 
     def _report_fatal(self, exc: BaseException | None) -> int:
         if isinstance(exc, RuntimeApiUnavailable):
@@ -482,20 +519,24 @@ JOURNAL_LOCK_WAIT = 5.0
 
 
 def open_state(
-    handler: StatefulHandler, *, journal_dir: str, function_name: str
+    handler: StatefulHandler,
+    state: State,
+    *,
+    journal_dir: str,
+    function_name: str,
+    tenant_id: str | None = None,
 ) -> Flusher:
     """Attach the journal (for journal-mode handlers) and build the flusher.
 
     What a previous process left in the journal is loaded into the handler's
     state, and a flush it had started is set up to be retried first.
     """
-    state = handler.state
     replay = None
     if handler.durability == "journal":
         # one journal per function and handler class, in the sandbox's
         # temporary directory, which outlives a killed runtime
         journal = Journal(
-            journal_path(journal_dir, function_name, type(handler).__name__),
+            journal_path(journal_dir, function_name, type(handler).__name__, tenant_id),
             fsync=handler.journal_fsync,
         )
         if not journal.lock(JOURNAL_LOCK_WAIT):
@@ -509,6 +550,7 @@ def open_state(
         state._restore(replay)
 
     flusher = Flusher(state, handler.flush_policy, handler.flush_hooks())
+    flusher.tenant_id = tenant_id
     if replay is not None:
         flusher.restore(replay)
         if replay.items:

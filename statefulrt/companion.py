@@ -80,7 +80,9 @@ async def rescue_journal(
     handler = target()
     if handler.durability != "journal":
         return 0
-    flusher = open_state(handler, journal_dir=journal_dir, function_name=function_name)
+    flusher = open_state(
+        handler, handler.state, journal_dir=journal_dir, function_name=function_name
+    )
     journal = handler.state.journal
     assert journal is not None
     try:

@@ -10,11 +10,11 @@ Layout under ``out``::
 
     photos/<bucket>/<prefix>/frame-000001.jpg   the "bucket"
     video/playlist.m3u8, video/segments/*.ts   the timelapse
+    journal/                                   the runtime's journal ("/tmp")
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import statistics
@@ -26,14 +26,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from ._log import logger
 from .events import s3_put_event
 from .handler import PLAYLIST_KEY
 from .photos import PhotoSequence, write_photos
 from .verify import inspect_video
 
 __all__ = ["DemoError", "DemoResult", "run_demo"]
-
-logger = logging.getLogger("statefulrt.timelapse")
 
 HANDLER: Final = "statefulrt_timelapse.handler.TimelapseHandler"
 BUCKET: Final = "timelapse-photos"
@@ -81,6 +80,10 @@ async def run_demo(
     out_dir = _prepare(Path(out))
     source = out_dir / "photos"
     video = out_dir / "video"
+    # A journal of its own: one left in the shared temporary folder by another
+    # run would be replayed into this video.
+    journal = out_dir / "journal"
+    journal.mkdir()
 
     # The photos, and the notification S3 would send for each, one second apart.
     sequence = PhotoSequence(width=width, height=height, seed=seed)
@@ -120,6 +123,7 @@ async def run_demo(
             "TIMELAPSE_SEGMENT_FRAMES": str(segment_frames),
             "TIMELAPSE_FPS": str(fps),
             "TIMELAPSE_SIZE": f"{width}x{height}",
+            "STATEFULRT_JOURNAL_DIR": str(journal),
         },
         cwd=out_dir,
         function_timeout=function_timeout,
@@ -196,7 +200,7 @@ def _prepare(out: Path) -> Path:
                 f"{out} exists and was not made by this demo; "
                 "pass an empty or new folder with --out"
             )
-        for name in ("photos", "video"):
+        for name in ("photos", "video", "journal"):
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / _MARKER).write_text("made by python -m statefulrt_timelapse\n")

@@ -10,7 +10,6 @@ a keyframe, into one MPEG-TS file that a player can decode on its own.
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,8 +22,6 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType
 
 __all__ = ["EncodedPacket", "SegmentEncoder", "mux_segment"]
-
-logger = logging.getLogger("statefulrt.timelapse")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ from statefulrt_sinks import LocalDirectorySink, MissingKeyError, Sink, validate
 
 from statefulrt import Context, Flush, FlushPolicy, StatefulHandler, flush_hook
 
+from ._log import logger
 from .config import TimelapseConfig
 from .encoder import EncodedPacket, SegmentEncoder, mux_segment
 from .errors import EventError, PhotoError, SegmentConflictError
@@ -39,8 +39,6 @@ from .events import S3ObjectRef, parse_s3_event
 from .playlist import HlsPlaylist
 
 __all__ = ["PLAYLIST_KEY", "TimelapseHandler", "segment_key"]
-
-logger = logging.getLogger("statefulrt.timelapse")
 
 PLAYLIST_KEY = "playlist.m3u8"
 PACKETS = "packets"
@@ -65,6 +63,10 @@ class TimelapseHandler(StatefulHandler):
 
     # Replaced per instance by one built from TIMELAPSE_SEGMENT_FRAMES.
     flush_policy = FlushPolicy(every=30, on_shutdown=True)
+    # S3 does not send an answered event again, so a frame buffered in memory
+    # only would be lost with the process on a timeout or crash. The journal
+    # in /tmp brings it back at the next init; init() continues after it.
+    durability = "journal"
 
     def __init__(
         self, environ: Mapping[str, str] | None = None, sink: Sink | None = None

@@ -15,7 +15,6 @@ on every machine and any frame can be rendered on its own.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-__all__ = ["DEFAULT_PHOTOS", "PhotoSequence", "frame_key", "write_photos"]
+from ._log import logger
 
-logger = logging.getLogger("statefulrt.timelapse")
+__all__ = ["DEFAULT_PHOTOS", "PhotoSequence", "frame_key", "write_photos"]
 
 # Colour photographs in skimage.data that need no download.
 DEFAULT_PHOTOS: tuple[str, ...] = (

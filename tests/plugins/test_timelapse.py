@@ -692,6 +692,7 @@ async def test_timelapse_through_emulator_60_photos_make_60_frames(
         "TIMELAPSE_OUTPUT": str(video),
         "TIMELAPSE_SEGMENT_FRAMES": "30",
         "TIMELAPSE_SIZE": f"{W}x{H}",
+        "STATEFULRT_JOURNAL_DIR": str(tmp_path),
     }
     command = [
         sys.executable,
@@ -730,6 +731,66 @@ async def test_timelapse_through_emulator_60_photos_make_60_frames(
     assert report.frames == 60
     assert report.frames_per_segment == (30, 30)
     assert report.timestamps == pytest.approx([i / 30 for i in range(60)])
+
+
+HANGING_HANDLER = """
+import asyncio
+
+from statefulrt_timelapse.handler import TimelapseHandler
+
+
+class HangingTimelapse(TimelapseHandler):
+    async def handle(self, event, context):
+        if event == {"hang": True}:
+            await asyncio.sleep(30)
+        return await super().handle(event, context)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_timelapse_through_emulator_timeout_loses_no_acknowledged_frame(
+    tmp_path: Path,
+) -> None:
+    from statefulrt.emulator import Emulator
+
+    (tmp_path / "hanging.py").write_text(HANGING_HANDLER)
+    source, video = tmp_path / "s3", tmp_path / "video"
+    sequence = PhotoSequence(width=W, height=H)
+    keys = write_photos(source, 20, bucket=BUCKET, sequence=sequence)
+    events = [
+        s3_put_event(BUCKET, key, (source / BUCKET / key).read_bytes(), sequence=i)
+        for i, key in enumerate(keys)
+    ]
+    env = {
+        "TIMELAPSE_SOURCE_ROOT": str(source),
+        "TIMELAPSE_OUTPUT": str(video),
+        "TIMELAPSE_SEGMENT_FRAMES": "5",
+        "TIMELAPSE_SIZE": f"{W}x{H}",
+        "STATEFULRT_JOURNAL_DIR": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "statefulrt", "hanging.HangingTimelapse"]
+
+    async with Emulator(
+        command, timeout=1.5, memory_mb=512, env=env, cwd=tmp_path, report_stream=None
+    ) as emulator:
+        before = [(await emulator.invoke(event)).json() for event in events[:8]]
+        # Three frames are acknowledged but only in the buffer when the
+        # timeout kills the process.
+        hung = await emulator.invoke({"hang": True})
+        after = [(await emulator.invoke(event)).json() for event in events[8:]]
+        await emulator.wait_idle()
+        starts = emulator.starts
+
+    assert before[-1] == {"frames": 8, "pending": 3}
+    assert hung.json()["errorType"] == "Sandbox.Timedout"
+    assert starts == 2
+    # The new process replayed the three frames and carries on after them.
+    assert after[0] == {"frames": 1, "pending": 4}
+    assert after[-1] == {"frames": 12, "pending": 5}
+    report = inspect_video(video / PLAYLIST_KEY)
+    assert report.frames_per_segment == (5, 5, 5, 5)
+    assert report.timestamps == pytest.approx([i / 30 for i in range(20)])
 
 
 @pytest.mark.slow
