@@ -23,6 +23,7 @@ from ._handler import StatefulHandler, flush_hook
 from ._invocation import Context
 from ._resources import Resource, Resources
 from ._state import Buffer, Counter, State
+from ._streaming import HttpStreamingResponse, ResponseStream, StreamingResponse
 from ._version import __version__
 
 __all__ = [
@@ -36,14 +37,17 @@ __all__ = [
     "FlushPolicy",
     "HandlerError",
     "HandlerLoadError",
+    "HttpStreamingResponse",
     "Resource",
     "Resources",
+    "ResponseStream",
     "RuntimeApiError",
     "RuntimeApiUnavailable",
     "RuntimeConfig",
     "State",
     "StatefulHandler",
     "StatefulRuntimeError",
+    "StreamingResponse",
     "__version__",
     "flush_hook",
 ]

@@ -174,11 +174,17 @@ class Flusher:
         return await self._run(batch)
 
     async def flush(self, reason: FlushReason = "manual") -> bool:
-        """Flush everything pending now; True when it succeeded (or was empty)."""
-        batch = self._pending or self._claim(reason)
-        if batch is None:
-            return True
-        return await self._run(batch)
+        """Flush everything pending now; True when it succeeded (or was empty).
+
+        A failed flush waiting for its retry goes first, under its own epoch;
+        what arrived after it follows as the next epoch.
+        """
+        while True:
+            batch = self._pending or self._claim(reason)
+            if batch is None:
+                return True
+            if not await self._run(batch):
+                return False
 
     def restore(self, replay: Replay) -> None:
         """Continue from a journal: its epoch, and a flush it had started."""

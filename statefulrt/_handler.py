@@ -67,7 +67,8 @@ class StatefulHandler:
                 await write_somewhere(batch.name, batch.items("events"))
     """
 
-    flush_policy: ClassVar[FlushPolicy] = FlushPolicy()
+    #: may also be set per instance, in __init__ or init()
+    flush_policy: FlushPolicy = FlushPolicy()
     #: what an answered invocation promises about the data it buffered:
     #: "memory" (lost on a crash), "journal" (appended to a journal under the
     #: temporary directory before the answer; replayed by the next init) or

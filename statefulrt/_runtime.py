@@ -41,6 +41,7 @@ from ._log import TRACE, invoke_logger, runtime_logger
 from ._marshal import decode_event, encode_result
 from ._metrics import LifecycleMetrics
 from ._state import State
+from ._streaming import StreamingResponse, as_streaming, post_stream
 
 EXIT_OK = 0
 EXIT_INIT_ERROR = 1
@@ -155,9 +156,14 @@ class Runtime:
             self.adapter = HandlerAdapter(
                 target, max_workers=self.config.max_concurrency
             )
-            if self.adapter.stateful is not None:
-                self._prepare_state(self.adapter.stateful)
+            stateful = self.adapter.stateful
+            if stateful is not None:
+                self._prepare_state(stateful)
             await self.adapter.init()
+            if stateful is not None:
+                # init() may have chosen the policy from its configuration
+                for flusher in self.flushers.values():
+                    flusher.policy = stateful.flush_policy
         except HandlerLoadError as exc:
             error = ErrorPayload(
                 error_type=exc.error_type,
@@ -326,6 +332,11 @@ class Runtime:
         if not await self._sync_flush(request_id, flusher):
             return
 
+        streaming = as_streaming(result)
+        if streaming is not None:
+            await self._stream(request_id, streaming)
+            return
+
         try:
             body, content_type = encode_result(result)
         except (TypeError, ValueError) as exc:
@@ -354,6 +365,32 @@ class Runtime:
             )
             return
         await self.client.post_response(request_id, body, content_type)
+
+    async def _stream(self, request_id: str, response: StreamingResponse) -> None:
+        chunks = response.chunks()
+        try:
+            first = await anext(chunks, b"")
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # before the first byte: a plain error
+            await self._fail(request_id, ErrorPayload.from_exception(exc, request_id))
+            return
+        try:
+            status, error = await post_stream(
+                self.config.runtime_api, request_id, response, first, chunks
+            )
+        except OSError as exc:
+            invoke_logger.error("streaming the response failed: %s", exc)
+            return
+        if error is not None:
+            invoke_logger.error(
+                "%s: %s (after part of the response was streamed)\n%s",
+                error.error_type,
+                error.error_message,
+                "".join(error.stack_trace).rstrip("\n"),
+            )
+        if status >= 300:
+            invoke_logger.warning("the streamed response was refused with %d", status)
 
     def _backpressure(self, flusher: Flusher | None) -> str | None:
         if flusher is None:
