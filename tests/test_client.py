@@ -14,6 +14,8 @@ from statefulrt import ErrorPayload, RuntimeApiError, RuntimeApiUnavailable
 from statefulrt._client import AiohttpTransport, RuntimeApiClient
 
 BASE = "http://127.0.0.1:9001/2018-06-01/runtime"
+ARN = "arn:aws:lambda:us-east-2:1:function:f"
+TRACE = "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Sampled=1"
 
 
 class _SentWriter:
@@ -56,8 +58,8 @@ async def test_client_next_parses_every_header(mocked: aioresponses) -> None:
         headers={
             "Lambda-Runtime-Aws-Request-Id": "8476a536-e9f4-11e8-9739-2dfe598c3fcd",
             "Lambda-Runtime-Deadline-Ms": "1542409706888",
-            "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-2:1:function:f",
-            "Lambda-Runtime-Trace-Id": "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Sampled=1",
+            "Lambda-Runtime-Invoked-Function-Arn": ARN,
+            "Lambda-Runtime-Trace-Id": TRACE,
             "Lambda-Runtime-Client-Context": '{"custom":{}}',
             "Lambda-Runtime-Cognito-Identity": '{"cognitoIdentityId":"x"}',
             "Lambda-Runtime-Aws-Tenant-Id": "tenant-7",
@@ -69,8 +71,8 @@ async def test_client_next_parses_every_header(mocked: aioresponses) -> None:
     await client.aclose()
     assert invocation.request_id == "8476a536-e9f4-11e8-9739-2dfe598c3fcd"
     assert invocation.deadline_ms == 1542409706888
-    assert invocation.invoked_function_arn == "arn:aws:lambda:us-east-2:1:function:f"
-    assert invocation.trace_id == "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Sampled=1"
+    assert invocation.invoked_function_arn == ARN
+    assert invocation.trace_id == TRACE
     assert invocation.client_context == '{"custom":{}}'
     assert invocation.cognito_identity == '{"cognitoIdentityId":"x"}'
     assert invocation.tenant_id == "tenant-7"
@@ -111,7 +113,7 @@ async def test_client_next_error_status_raises(mocked: aioresponses) -> None:
     mocked.get(
         f"{BASE}/invocation/next",
         status=403,
-        body=b'{"errorMessage":"State transition ...","errorType":"InvalidStateTransition"}',
+        body=b'{"errorMessage":"State ...","errorType":"InvalidStateTransition"}',
     )
     client = _client()
     with pytest.raises(RuntimeApiError) as caught:

@@ -275,7 +275,8 @@ async def test_integration_crash_is_reported_promptly(app_dir: Path) -> None:
         (
             "nodots",
             "Runtime.MalformedHandlerName",
-            "Bad handler 'nodots': expected 'module.function', for example 'app.handler'",
+            "Bad handler 'nodots': expected 'module.function', "
+            "for example 'app.handler'",
         ),
         (
             "broken_import.handler",
@@ -286,7 +287,8 @@ async def test_integration_crash_is_reported_promptly(app_dir: Path) -> None:
         (
             "missing_module.handler",
             "Runtime.ImportModuleError",
-            "Unable to import module 'missing_module': No module named 'missing_module'",
+            "Unable to import module 'missing_module': "
+            "No module named 'missing_module'",
         ),
         ("broken_raise.handler", "KeyError", "'BUCKET'"),
     ],

@@ -25,7 +25,7 @@ class RawServer:
 
     async def start(self) -> asyncio.Server:
         server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.address = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+        self.address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
         return server
 
     async def _serve(
@@ -78,7 +78,8 @@ async def test_stream_posts_chunks_with_streaming_headers() -> None:
         b"Lambda-Runtime-Function-Response-Mode: streaming",
         b"Content-Type: text/plain",
         b"Transfer-Encoding: chunked",
-        b"Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
+        b"Trailer: Lambda-Runtime-Function-Error-Type, "
+        b"Lambda-Runtime-Function-Error-Body",
         b"Connection: close",
     ]
     assert body == b"6\r\nhello \r\n6\r\nw\xc3\xb6rld\r\n0\r\n\r\n"

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
-from statefulrt_sinks import LocalDirectorySink, MissingKeyError, Sink, validate_key
 
 from statefulrt import Context, Flush, FlushPolicy, StatefulHandler, flush_hook
+from statefulrt_sinks import LocalDirectorySink, MissingKeyError, Sink, validate_key
 
 from ._log import logger
 from .config import TimelapseConfig

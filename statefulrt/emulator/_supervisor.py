@@ -1,8 +1,9 @@
-"""The runtime process: start it, watch it, measure it, kill it.
+"""The sandbox's processes: start them, watch them, measure them, stop them.
 
-The runtime runs in a session of its own and is killed as a process group, the
-way Lambda tears down a whole sandbox on reset: a ``bootstrap`` shell script
-that forgot to ``exec`` must not leave its Python child behind.
+The runtime and every external extension run in a session of their own and are
+killed as process groups, the way Lambda tears down a whole sandbox on reset: a
+``bootstrap`` shell script that forgot to ``exec`` must not leave its Python
+child behind. Freezing stops and continues the same groups.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Final
 
 from ._logging import logger
 
-__all__ = ["RuntimeProcess", "exit_reason"]
+__all__ = ["SandboxProcess", "exit_reason"]
 
 _KB_PER_MB: Final = 1024
 
@@ -37,8 +38,8 @@ def exit_reason(returncode: int) -> str:
     return f"signal: {(name or f'signal {signum}').lower()}"
 
 
-class RuntimeProcess:
-    """One runtime process, from spawn to reaping."""
+class SandboxProcess:
+    """One process of the sandbox (the runtime or an extension), spawn to reaping."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self._process = process
@@ -58,7 +59,7 @@ class RuntimeProcess:
         *,
         env: Mapping[str, str],
         cwd: str,
-    ) -> RuntimeProcess:
+    ) -> SandboxProcess:
         """Start ``command``; its stdout and stderr are the emulator's own.
 
         Raises ``OSError`` when the command cannot be executed at all.
@@ -70,7 +71,7 @@ class RuntimeProcess:
             cwd=cwd,
             start_new_session=True,
         )
-        logger.debug("runtime process %d started: %s", process.pid, command[0])
+        logger.debug("process %d started: %s", process.pid, command[0])
         return cls(process)
 
     @property
@@ -109,6 +110,23 @@ class RuntimeProcess:
             # NOTE(portability): /proc exists on Linux only; elsewhere the
             # report shows 0 MB until a psutil-free probe is added.
             return
+
+    def terminate(self) -> None:
+        """Send SIGTERM to the process itself, as Lambda does at shutdown."""
+        if self.alive and self._process.returncode is None:
+            try:
+                self._process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def signal_group(self, signum: signal.Signals) -> None:
+        """Send ``signum`` (SIGSTOP, SIGCONT) to the whole group while it exists."""
+        if self._group_killed or self._process.returncode is not None:
+            return
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
 
     async def kill(self) -> None:
         """SIGKILL the whole process group and wait until it is reaped."""

@@ -12,6 +12,12 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+
+from statefulrt import FlushPolicy
+
+# The runtime's own flusher, so these tests exercise the real claim, commit and
+# retry rules rather than a copy of them.
+from statefulrt._flush import Flusher
 from statefulrt_sinks import LocalDirectorySink, MissingKeyError
 from statefulrt_timelapse.config import TimelapseConfig
 from statefulrt_timelapse.encoder import EncodedPacket, SegmentEncoder, mux_segment
@@ -26,12 +32,6 @@ from statefulrt_timelapse.verify import (
     hls_timestamps,
     inspect_video,
 )
-
-from statefulrt import FlushPolicy
-
-# The runtime's own flusher, so these tests exercise the real claim, commit and
-# retry rules rather than a copy of them.
-from statefulrt._flush import Flusher
 
 W, H = 320, 180
 BUCKET = "timelapse-photos"
