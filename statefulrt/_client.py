@@ -161,6 +161,19 @@ class RuntimeApiClient:
         response = await self._send("POST", path, error.to_json(), headers)
         return self._accepted("POST", path, response)
 
+    async def restore_next(self) -> None:
+        """SnapStart: returns once the sandbox was restored from the snapshot."""
+        path = f"{_BASE}/restore/next"
+        response = await self._send("GET", path)
+        if response.status != 200:
+            raise RuntimeApiError("GET", path, response.status, response.body)
+
+    async def post_restore_error(self, error: ErrorPayload) -> bool:
+        path = f"{_BASE}/restore/error"
+        headers = {"Content-Type": _JSON, wire.ERROR_TYPE: error.error_type}
+        response = await self._send("POST", path, error.to_json(), headers)
+        return self._accepted("POST", path, response)
+
     async def aclose(self) -> None:
         await self.transport.aclose()
 

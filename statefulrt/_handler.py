@@ -139,6 +139,12 @@ class StatefulHandler:
     async def close(self) -> None:
         """Runs once at shutdown, after the final flush."""
 
+    async def before_snapshot(self) -> None:
+        """SnapStart: runs before Lambda snapshots the initialised sandbox."""
+
+    async def after_restore(self) -> None:
+        """SnapStart: runs in each sandbox restored from the snapshot."""
+
     def flush_hooks(self) -> list[FlushHook]:
         """``flush`` (when overridden) then every ``@flush_hook``, in order."""
         hooks: list[FlushHook] = []

@@ -73,6 +73,14 @@ class Resources:
     def __len__(self) -> int:
         return len(self._open)
 
+    def unsafe_for_snapshot(self) -> list[str]:
+        """Resources marked ``snapshot_safe = False``, in the order opened."""
+        return [
+            name
+            for name, resource in self._open.items()
+            if not getattr(resource, "snapshot_safe", True)
+        ]
+
     def idle_seconds(self, now: float | None = None) -> float:
         """Seconds since the last invocation ended (or since init)."""
         return (time.monotonic() if now is None else now) - self._last_used

@@ -26,6 +26,7 @@ from collections.abc import Callable, MutableMapping
 from types import FrameType
 from typing import Any
 
+from . import _snapstart as snapstart
 from . import _wire as wire
 from ._client import USER_AGENT, RuntimeApiClient
 from ._config import RuntimeConfig
@@ -98,6 +99,11 @@ class Runtime:
         if not await self._init():
             await self.client.aclose()
             return EXIT_INIT_ERROR
+        if self.config.initialization_type == "snap-start":
+            exit_code = await self._snapshot_and_restore()
+            if exit_code is not None:
+                await self.client.aclose()
+                return exit_code
         init_ms = (time.perf_counter() - started) * 1000
         metrics = self._metrics()
         if metrics is not None:
@@ -185,6 +191,35 @@ class Runtime:
         except (RuntimeApiError, RuntimeApiUnavailable) as exc:
             runtime_logger.error("could not report the init error: %s", exc)
         return False
+
+    async def _snapshot_and_restore(self) -> int | None:
+        stateful = self.adapter.stateful if self.adapter else None
+        try:
+            await snapstart.before_snapshot(stateful)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            error = ErrorPayload.from_exception(
+                exc, error_type=snapstart.BEFORE_SNAPSHOT_ERROR
+            )
+            runtime_logger.error("before-snapshot hook failed: %s", describe(exc))
+            await self.client.post_init_error(error)
+            return snapstart.EXIT_BEFORE_SNAPSHOT
+
+        await self.client.restore_next()
+        try:
+            await snapstart.after_restore(stateful)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            error = ErrorPayload.from_exception(
+                exc, error_type=snapstart.AFTER_RESTORE_ERROR
+            )
+            runtime_logger.error("after-restore hook failed: %s", describe(exc))
+            await self.client.post_restore_error(error)
+            return snapstart.EXIT_AFTER_RESTORE
+        runtime_logger.info("restored from the snapshot")
+        return None
 
     def _prepare_state(self, handler: StatefulHandler) -> None:
         self.flushers[None] = open_state(

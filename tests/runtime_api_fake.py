@@ -36,6 +36,8 @@ class FakeRuntimeApi:
     answers: dict[str, Answer] = field(default_factory=dict)
     duplicate_answers: list[str] = field(default_factory=list)
     init_errors: list[Answer] = field(default_factory=list)
+    restore_errors: list[Answer] = field(default_factory=list)
+    restores: int = 0
     next_calls: int = 0
     drop_next: int = 0  # close this many `next` connections without answering
     fail_next_status: int | None = None
@@ -51,6 +53,8 @@ class FakeRuntimeApi:
         app.router.add_post(f"{BASE}/invocation/{{rid}}/response", self._response)
         app.router.add_post(f"{BASE}/invocation/{{rid}}/error", self._error)
         app.router.add_post(f"{BASE}/init/error", self._init_error)
+        app.router.add_get(f"{BASE}/restore/next", self._restore_next)
+        app.router.add_post(f"{BASE}/restore/error", self._restore_error)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=0.1
         )
@@ -135,6 +139,16 @@ class FakeRuntimeApi:
 
     async def _error(self, request: web.Request) -> web.Response:
         return await self._record(request, "error")
+
+    async def _restore_next(self, request: web.Request) -> web.Response:
+        self.restores += 1
+        return web.Response(status=200)
+
+    async def _restore_error(self, request: web.Request) -> web.Response:
+        self.restore_errors.append(
+            Answer("restore-error", await request.read(), dict(request.headers))
+        )
+        return web.json_response({"status": "OK"}, status=202)
 
     async def _init_error(self, request: web.Request) -> web.Response:
         self.init_errors.append(

@@ -27,6 +27,7 @@ __all__ = [
     "error_response",
     "error_payload",
     "function_error",
+    "go_json",
     "platform_error_type",
     "read_limited",
     "status_ok",
@@ -37,7 +38,9 @@ MAX_ERROR_BYTES: Final = 1024 * 1024
 
 _CHUNK: Final = 64 * 1024
 
-_PLATFORM_ERROR_TYPE: Final = re.compile(r"(Runtime|Function)\.[A-Z][a-zA-Z]+")
+_PLATFORM_ERROR_TYPE: Final = re.compile(
+    r"(Runtime|Function|Extension)\.[A-Z][a-zA-Z]+"
+)
 
 
 class RuntimeAPIError(Exception):
@@ -75,7 +78,8 @@ class RuntimeAPIError(Exception):
         return cls(500, "InternalServerError", "Internal Server Error")
 
 
-def _go_json(value: object) -> bytes:
+def go_json(value: object) -> bytes:
+    """``value`` as RAPID renders JSON: compact, with a trailing newline."""
     # Go's json.Encoder ends every document with a newline; runtimes compare
     # bodies byte for byte in their own tests, so the emulator does the same.
     return orjson.dumps(value) + b"\n"
@@ -83,14 +87,14 @@ def _go_json(value: object) -> bytes:
 
 def error_response(error: RuntimeAPIError) -> web.Response:
     """Render ``error`` as RAPID's ErrorResponse (runtime-api.md A.5)."""
-    body = _go_json({"errorMessage": error.message, "errorType": error.error_type})
+    body = go_json({"errorMessage": error.message, "errorType": error.error_type})
     return web.Response(status=error.status, body=body, content_type="application/json")
 
 
 def status_ok() -> web.Response:
     """The 202 ``StatusResponse`` every accepted runtime post gets."""
     return web.Response(
-        status=202, body=_go_json({"status": "OK"}), content_type="application/json"
+        status=202, body=go_json({"status": "OK"}), content_type="application/json"
     )
 
 
