@@ -131,6 +131,26 @@ class RuntimeApiClient:
         )
         self._attempts = attempts
         self._backoff = backoff
+        self._runtime_api = runtime_api
+
+    def spawn(self) -> RuntimeApiClient:
+        """A client with a connection of its own, for one more poller.
+
+        Requests on one HTTP/1.1 connection cannot overlap, and a poller's
+        ``next`` stays open for as long as the sandbox waits for an event.
+        """
+        kinds: dict[type, str] = {
+            HttpConnection: "protocol",
+            StreamConnection: "streams",
+            AiohttpTransport: "aiohttp",
+        }
+        name = kinds.get(type(self.transport), "protocol")
+        return RuntimeApiClient(
+            self._runtime_api,
+            transport=transport_named(name, self._runtime_api),
+            attempts=self._attempts,
+            backoff=self._backoff,
+        )
 
     async def next_invocation(self) -> Invocation:
         """Long-poll for the next event (no read timeout)."""

@@ -23,6 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, MutableMapping
+from contextvars import ContextVar
 from types import FrameType
 from typing import Any
 
@@ -52,6 +53,9 @@ EXIT_API_FAILURE = 2
 FLUSH_DEADLINE_MARGIN = 0.2
 
 _SignalHandler = Callable[[int, FrameType | None], Any]
+
+# The Runtime API client of the poller running in the current task.
+poller_client: ContextVar[RuntimeApiClient] = ContextVar("statefulrt_poller_client")
 
 
 class Runtime:
@@ -121,9 +125,11 @@ class Runtime:
         self._install_signal_handlers()
         if self.extension is not None:
             await self.extension.register()
+        clients = [self.client]
+        clients += [self.client.spawn() for _ in range(self.config.max_concurrency - 1)]
         pollers = [
-            asyncio.create_task(self._poll(), name=f"statefulrt-poller-{n}")
-            for n in range(self.config.max_concurrency)
+            asyncio.create_task(self._poll(client), name=f"statefulrt-poller-{n}")
+            for n, client in enumerate(clients)
         ]
         stop = asyncio.create_task(self._stopping.wait())
         try:
@@ -140,7 +146,8 @@ class Runtime:
             self._restore_signal_handlers()
             if self.extension is not None:
                 await self.extension.aclose()
-            await self.client.aclose()
+            for client in clients:
+                await client.aclose()
         return exit_code
 
     def request_shutdown(self, reason: str = "requested") -> None:
@@ -250,13 +257,15 @@ class Runtime:
 
     # -- the loop ---------------------------------------------------------------
 
-    async def _poll(self) -> None:
+    async def _poll(self, client: RuntimeApiClient) -> None:
+        # each poller task answers on its own connection
+        poller_client.set(client)
         task = asyncio.current_task()
         assert task is not None
         while not self._stopping.is_set():
             self._idle_pollers.add(task)
             try:
-                invocation = await self.client.next_invocation()
+                invocation = await client.next_invocation()
             except asyncio.CancelledError:
                 if self._stopping.is_set():
                     return  # cancelled while idle: shutting down
@@ -399,7 +408,9 @@ class Runtime:
                 ),
             )
             return
-        await self.client.post_response(request_id, body, content_type)
+        await poller_client.get(self.client).post_response(
+            request_id, body, content_type
+        )
 
     async def _stream(self, request_id: str, response: StreamingResponse) -> None:
         chunks = response.chunks()
@@ -474,7 +485,7 @@ class Runtime:
             error.error_message,
             "".join(error.stack_trace).rstrip("\n"),
         )
-        await self.client.post_error(request_id, error)
+        await poller_client.get(self.client).post_error(request_id, error)
 
     async def _after_response(self, invocation: Invocation, flusher: Flusher) -> None:
         # Post-response work: billed, but the caller already has its answer.

@@ -38,6 +38,7 @@ class FakeRuntimeApi:
     init_errors: list[Answer] = field(default_factory=list)
     restore_errors: list[Answer] = field(default_factory=list)
     restores: int = 0
+    gone: set[str] = field(default_factory=set)  # ids answered 410 (timed out)
     next_calls: int = 0
     drop_next: int = 0  # close this many `next` connections without answering
     fail_next_status: int | None = None
@@ -122,6 +123,15 @@ class FakeRuntimeApi:
     async def _record(self, request: web.Request, kind: str) -> web.Response:
         rid = request.match_info["rid"]
         answer = Answer(kind, await request.read(), dict(request.headers))
+        if rid in self.gone:
+            self.answers[rid] = answer
+            waiter = self._waiters.get(rid)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(answer)
+            return web.json_response(
+                {"errorMessage": "Invoke timeout", "errorType": "InvokeTimeout"},
+                status=410,
+            )
         if rid in self.answers:
             self.duplicate_answers.append(rid)
             return web.json_response(
