@@ -10,8 +10,11 @@ top-level ``level`` the platform filters on.
 from __future__ import annotations
 
 import logging
+import os
+import struct
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import TextIO
 
 import orjson
@@ -50,6 +53,11 @@ class RequestContextFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self, *, frames: bool = False) -> None:
+        super().__init__()
+        # a frame carries newlines safely; a stdout line does not
+        self._frames = frames
+
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.exc_info:
@@ -58,7 +66,7 @@ class TextFormatter(logging.Formatter):
         request_id = getattr(record, "aws_request_id", None) or ""
         level = _NAMES.get(record.levelno, record.levelname)
         line = f"[{level}]\t{stamp}.{int(record.msecs):03d}Z\t{request_id}\t{message}"
-        return line.replace("\n", "\r")
+        return line if self._frames else line.replace("\n", "\r")
 
 
 class JsonFormatter(logging.Formatter):
@@ -90,13 +98,74 @@ class StreamLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
 
 
-def install(config: RuntimeConfig, stream: TextIO | None = None) -> None:
-    """Send every logger's records to stdout in the configured format."""
-    handler = StreamLineHandler(stream or sys.stdout)
+TELEMETRY_FD = "_LAMBDA_TELEMETRY_LOG_FD"
+_FRAME_HEAD = struct.Struct(">IIQ")
+# Frame types: a magic prefix, bit 0x1 for text (clear for JSON), the level.
+_FRAME_MAGIC = 0xA55A0000
+_FRAME_TEXT = 0x1
+_FRAME_LEVELS = {
+    TRACE: 0x04,
+    logging.DEBUG: 0x08,
+    logging.INFO: 0x0C,
+    logging.WARNING: 0x10,
+    logging.ERROR: 0x14,
+    logging.CRITICAL: 0x18,
+}
+_FRAME_LEVEL_UNKNOWN = 0x02
+
+
+class TelemetryFrameHandler(logging.Handler):
+    """Writes each record as one frame to Lambda's telemetry descriptor.
+
+    A frame is: type (4 bytes), length (4), timestamp in microseconds (8), the
+    message; big-endian.  Frames keep a multi-line record (a traceback) one
+    CloudWatch event without rewriting its newlines.
+    """
+
+    def __init__(self, fd: int, *, text: bool) -> None:
+        super().__init__()
+        self._fd = fd
+        self._text = text
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record).encode("utf-8", "backslashreplace")
+            kind = _FRAME_MAGIC | (_FRAME_TEXT if self._text else 0)
+            kind |= _FRAME_LEVELS.get(record.levelno, _FRAME_LEVEL_UNKNOWN)
+            stamp = int(record.created * 1_000_000)
+            frame = _FRAME_HEAD.pack(kind, len(message), stamp) + message
+            view = memoryview(frame)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except Exception:
+            self.handleError(record)
+
+
+def install(
+    config: RuntimeConfig,
+    stream: TextIO | None = None,
+    environ: MutableMapping[str, str] | None = None,
+) -> None:
+    """Send every logger's records to Lambda in the configured format.
+
+    With ``_LAMBDA_TELEMETRY_LOG_FD`` set (managed runtimes declare it) records
+    go there as frames and the variable is removed, as the official clients
+    do; otherwise to stdout, one line per record.
+    """
+    env = os.environ if environ is None else environ
+    text = config.log_format != "JSON"
+    raw_fd = env.pop(TELEMETRY_FD, None)
+    handler: logging.Handler
+    if raw_fd is not None and raw_fd.isdigit():
+        handler = TelemetryFrameHandler(int(raw_fd), text=text)
+    else:
+        handler = StreamLineHandler(stream or sys.stdout)
     handler.addFilter(RequestContextFilter())
-    handler.setFormatter(
-        JsonFormatter() if config.log_format == "JSON" else TextFormatter()
-    )
+    if text:
+        framed = isinstance(handler, TelemetryFrameHandler)
+        handler.setFormatter(TextFormatter(frames=framed))
+    else:
+        handler.setFormatter(JsonFormatter())
 
     root = logging.getLogger()
     for existing in list(root.handlers):
@@ -111,6 +180,9 @@ def install(config: RuntimeConfig, stream: TextIO | None = None) -> None:
                 f"{', '.join(LEVELS)}, not {config.log_level!r}"
             )
         root.setLevel(level)
+    elif not text:
+        # Lambda's JSON format filters at INFO unless told otherwise
+        root.setLevel(logging.INFO)
     else:
         # user loggers keep Python's default (WARNING, as under awslambdaric);
         # the runtime's own milestones are INFO
