@@ -38,17 +38,40 @@ def _main_slow(args: list[str]) -> int:
     )
     _emulator_options(emulate)
     emulate.add_argument(
+        "--freeze",
+        action="store_true",
+        help="stop the runtime's processes between invocations, as Lambda does",
+    )
+    emulate.add_argument(
         "runtime_command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS"
     )
 
     dev = commands.add_parser("dev", help="emulator + statefulrt's own runtime")
     dev.add_argument("handler", help="module.function or module.HandlerClass")
     _emulator_options(dev)
+    dev.add_argument(
+        "--no-freeze",
+        dest="freeze",
+        action="store_false",
+        help="let the runtime run between invocations (Lambda freezes it)",
+    )
 
     invoke = commands.add_parser("invoke", help="invoke a running emulator")
     invoke.add_argument("--url", default=DEFAULT_INVOKE_URL)
     invoke.add_argument(
         "event", nargs="?", default=None, help="event JSON file, or - for stdin"
+    )
+
+    package = commands.add_parser(
+        "package", help="build a deployment zip for the provided.al2023 runtime"
+    )
+    package.add_argument("source", help="the folder holding the function's code")
+    package.add_argument("-o", "--output", default="function.zip")
+    package.add_argument("--arch", choices=["x86_64", "arm64"], default="x86_64")
+    package.add_argument(
+        "--python",
+        default=f"{sys.version_info.major}.{sys.version_info.minor}",
+        help="the Python version the function runs on (default: this one)",
     )
 
     options = parser.parse_args(args)
@@ -58,6 +81,8 @@ def _main_slow(args: list[str]) -> int:
         return run_runtime([options.handler] if options.handler else [])
     if options.command == "invoke":
         return _invoke(options.url, options.event)
+    if options.command == "package":
+        return _package(options.source, options.output, options.arch, options.python)
 
     if options.command == "dev":
         command = [sys.executable, "-m", "statefulrt", options.handler]
@@ -82,6 +107,21 @@ def _emulator_options(parser: object) -> None:
         "--timeout", type=float, default=3.0, help="function timeout in seconds"
     )
     parser.add_argument("--memory", type=int, default=128, help="memory size in MB")
+    parser.add_argument(
+        "--extensions-dir",
+        metavar="DIR",
+        default=None,
+        help="launch every executable in DIR as an external extension "
+        "(Lambda's /opt/extensions)",
+    )
+    parser.add_argument(
+        "--idle-shutdown",
+        metavar="S",
+        type=float,
+        default=None,
+        help="shut the environment down after S idle seconds "
+        "(the next invoke starts cold)",
+    )
 
 
 def _emulate(command: list[str], options: object, handler: str | None) -> int:
@@ -97,7 +137,13 @@ def _emulate(command: list[str], options: object, handler: str | None) -> int:
             timeout=getattr(options, "timeout"),  # noqa: B009
             memory_mb=getattr(options, "memory"),  # noqa: B009
             handler=handler,
+            extensions_dir=getattr(options, "extensions_dir"),  # noqa: B009
+            freeze=getattr(options, "freeze"),  # noqa: B009
+            idle_shutdown=getattr(options, "idle_shutdown"),  # noqa: B009
         )
+        # Ctrl-C cancels serve(); leaving the block spins the environment
+        # down with the shutdown budget (SIGTERM first when an extension
+        # registered), as Lambda would, before the emulator exits.
         async with emulator:
             print(
                 f"statefulrt emulator: invoke with POST {emulator.url}"
@@ -111,6 +157,28 @@ def _emulate(command: list[str], options: object, handler: str | None) -> int:
         asyncio.run(serve())
     except KeyboardInterrupt:
         pass
+    except ValueError as exc:
+        # A bad option value (missing extensions dir, bad function name).
+        sys.stderr.write(f"statefulrt: error: {exc}\n")
+        return 2
+    return 0
+
+
+def _package(source: str, output: str, arch: str, python: str) -> int:
+    import subprocess
+    from pathlib import Path
+
+    from ._package import build
+
+    try:
+        names = build(Path(source), Path(output), arch=arch, python=python)
+    except (ValueError, subprocess.CalledProcessError) as exc:
+        sys.stderr.write(f"statefulrt package: {exc}\n")
+        return 1
+    size = Path(output).stat().st_size
+    print(
+        f"{output}: {len(names)} files, {size / 1e6:.1f} MB (Python {python}, {arch})"
+    )
     return 0
 
 
