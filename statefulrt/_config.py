@@ -26,6 +26,7 @@ JOURNAL_DIR: Final = "STATEFULRT_JOURNAL_DIR"
 SHUTDOWN_BUDGET: Final = "STATEFULRT_SHUTDOWN_BUDGET_MS"
 
 LogFormat = Literal["Text", "JSON"]
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,10 +76,15 @@ class RuntimeConfig:
                 f"or set {HANDLER}"
             )
 
-        log_format = env.get(LOG_FORMAT, "Text")
-        if log_format not in ("Text", "JSON"):
+        raw_format = env.get(LOG_FORMAT, "Text")
+        log_format: LogFormat
+        if raw_format == "Text":
+            log_format = "Text"
+        elif raw_format == "JSON":
+            log_format = "JSON"
+        else:
             raise ConfigError(
-                f"{LOG_FORMAT} must be 'Text' or 'JSON', not {log_format!r}"
+                f"{LOG_FORMAT} must be 'Text' or 'JSON', not {raw_format!r}"
             )
 
         return cls(
@@ -90,8 +96,8 @@ class RuntimeConfig:
             memory_size_mb=_positive_int(env, MEMORY_SIZE, 128),
             log_group_name=env.get(LOG_GROUP, ""),
             log_stream_name=env.get(LOG_STREAM, ""),
-            log_format=log_format,  # type: ignore[arg-type]
-            log_level=env.get(LOG_LEVEL) or None,
+            log_format=log_format,
+            log_level=_log_level(env),
             initialization_type=env.get(INIT_TYPE, "on-demand"),
             max_concurrency=_positive_int(env, MAX_CONCURRENCY, 1),
             journal_dir=env.get(JOURNAL_DIR) or env.get("TMPDIR") or "",
@@ -110,3 +116,12 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name} must be a positive integer, not {raw!r}")
     return value
+
+
+def _log_level(env: Mapping[str, str]) -> str | None:
+    raw = env.get(LOG_LEVEL) or None
+    if raw is not None and raw.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"{LOG_LEVEL} must be one of {', '.join(LOG_LEVELS)}, not {raw!r}"
+        )
+    return raw

@@ -151,15 +151,15 @@ class Flusher:
         when nothing ran, else whether the flush succeeded.
         """
         now = time.monotonic() if now is None else now
+        reason: FlushReason | None
         if self._pending is not None:
             if now < self._retry_at:
                 return None
-            batch: Flush | None = self._pending
+            reason = self._pending.reason
         else:
             reason = self.policy.due(self.state, now)
             if reason is None:
                 return None
-            batch = None
         if budget is not None and self.estimate > budget:
             self.deferred += 1
             flush_logger.warning(
@@ -169,9 +169,10 @@ class Flusher:
                 max(budget, 0) * 1000,
             )
             return None
-        if batch is None:
-            return await self.flush(reason)  # type: ignore[arg-type]
-        return await self._run(batch)
+        if self._pending is not None:
+            # only the failed batch: what came later waits for its own turn
+            return await self._run(self._pending)
+        return await self.flush(reason)
 
     async def flush(self, reason: FlushReason = "manual") -> bool:
         """Flush everything pending now; True when it succeeded (or was empty).

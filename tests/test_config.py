@@ -66,3 +66,17 @@ def test_config_errors_name_the_variable(env: dict[str, str], message: str) -> N
     with pytest.raises(ConfigError) as caught:
         RuntimeConfig.from_env(env)
     assert str(caught.value).startswith(message)
+
+
+def test_config_rejects_unknown_log_level() -> None:
+    env = {
+        "AWS_LAMBDA_RUNTIME_API": "h:1",
+        "_HANDLER": "a.b",
+        "AWS_LAMBDA_LOG_LEVEL": "LOUD",
+    }
+    with pytest.raises(ConfigError) as caught:
+        RuntimeConfig.from_env(env)
+    assert str(caught.value) == (
+        "AWS_LAMBDA_LOG_LEVEL must be one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL, "
+        "not 'LOUD'"
+    )
