@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from .minimal_server import RuntimeApiServer, Session
@@ -24,9 +25,13 @@ HERE = Path(__file__).resolve().parent
 TASK_ROOT = HERE / "task_root"
 BARE_LOOP = HERE / "bare_loop.py"
 
-# Variables of the benchmark's own shell that would change how a contender
-# runs (awslambdaric forks workers when AWS_LAMBDA_MAX_CONCURRENCY is set).
+# The benchmark's own environment, minus what would change how a contender
+# runs: Lambda's variables (awslambdaric forks workers when
+# AWS_LAMBDA_MAX_CONCURRENCY is set) and interpreter switches such as
+# PYTHONDONTWRITEBYTECODE, which would make statefulrt compile itself on every
+# start while pip cached awslambdaric's bytecode at install.
 _SCRUBBED_PREFIXES = ("AWS_LAMBDA_", "AWS_EXECUTION_ENV", "_HANDLER", "STATEFULRT_")
+_KEPT_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME")
 
 
 class RunFailed(RuntimeError):
@@ -74,12 +79,42 @@ def bare_loop() -> Contender:
     )
 
 
+@dataclass(frozen=True)
+class Placement:
+    """The CPUs the server (this process) and the runtime under test run on.
+
+    On one core the two take turns, so the time per invocation is the CPU both
+    spend.  On two cores each waits for the other's wake-up, which on a VM
+    costs tens of microseconds per request and is the same for every runtime.
+    Pinning both ways keeps the scheduler from switching between the two
+    halfway through a run.
+    """
+
+    name: str
+    server_cpu: int
+    runtime_cpu: int
+
+
+@cache
+def usable_cpus() -> tuple[int, ...]:
+    return tuple(sorted(os.sched_getaffinity(0)))
+
+
+def placements() -> tuple[Placement, ...]:
+    cpus = usable_cpus()
+    one_core = Placement("one core", cpus[0], cpus[0])
+    if len(cpus) < 2:
+        return (one_core,)
+    return (one_core, Placement("two cores", cpus[0], cpus[1]))
+
+
 def environment(contender: Contender, runtime_api: str) -> dict[str, str]:
     """The environment Lambda would give the function, plus the contender's."""
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(_SCRUBBED_PREFIXES)
+        and (not key.startswith("PYTHON") or key in _KEPT_PYTHON_VARIABLES)
     }
     env.update(
         AWS_LAMBDA_RUNTIME_API=runtime_api,
@@ -96,11 +131,11 @@ class Process:
     """A started contender: its pid, when it was started, and its output."""
 
     def __init__(
-        self, process: asyncio.subprocess.Process, started_ns: int, stderr: Path
+        self, process: asyncio.subprocess.Process, started_ns: int, output: Path
     ) -> None:
         self.process = process
         self.started_ns = started_ns
-        self._stderr = stderr
+        self.output = output
 
     @property
     def pid(self) -> int:
@@ -113,38 +148,65 @@ class Process:
     def peak_rss_kib(self) -> int:
         return _status_field(self.pid, "VmHWM")
 
+    def cpu_ns(self) -> int:
+        """CPU time of all its live threads so far, from ``schedstat``."""
+        total = 0
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that just ended
+        return total
+
     def output_tail(self, lines: int = 15) -> str:
         try:
-            text = self._stderr.read_text(errors="replace")
+            text = self.output.read_text(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
 
 @asynccontextmanager
-async def launched(contender: Contender, runtime_api: str) -> AsyncIterator[Process]:
-    """Start ``contender``; on exit kill it and wait for it, always."""
+async def launched(
+    contender: Contender,
+    runtime_api: str,
+    placement: Placement | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[Process]:
+    """Start ``contender``; on exit kill it and wait for it, always.
+
+    With a ``placement`` the child is born on its runtime CPU (it inherits the
+    affinity this process has while spawning) and this process, the server,
+    moves to the server CPU.  Without one, both may run anywhere.
+    """
     env = environment(contender, runtime_api)
+    env.update(extra_env or {})
+    runtime_cpus = {placement.runtime_cpu} if placement else set(usable_cpus())
+    server_cpus = {placement.server_cpu} if placement else set(usable_cpus())
     with tempfile.NamedTemporaryFile(
-        prefix="statefulrt-bench-", suffix=".stderr", delete=False
-    ) as stderr:
-        stderr_path = Path(stderr.name)
-        started_ns = time.perf_counter_ns()
-        process = await asyncio.create_subprocess_exec(
-            *contender.argv,
-            cwd=TASK_ROOT,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=stderr,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        prefix="statefulrt-bench-", suffix=".out", delete=False
+    ) as output:
+        output_path = Path(output.name)
+        os.sched_setaffinity(0, runtime_cpus)
+        try:
+            started_ns = time.perf_counter_ns()
+            process = await asyncio.create_subprocess_exec(
+                *contender.argv,
+                cwd=TASK_ROOT,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        finally:
+            os.sched_setaffinity(0, server_cpus)
     try:
-        yield Process(process, started_ns, stderr_path)
+        yield Process(process, started_ns, output_path)
     finally:
         if process.returncode is None:
             process.kill()
         await process.wait()
-        stderr_path.unlink(missing_ok=True)
+        output_path.unlink(missing_ok=True)
 
 
 async def until_idle(
@@ -191,11 +253,15 @@ async def until_idle(
 
 
 async def run_events(
-    server: RuntimeApiServer, contender: Contender, events: int, timeout: float
+    server: RuntimeApiServer,
+    contender: Contender,
+    events: int,
+    timeout: float,
+    placement: Placement | None = None,
 ) -> Session:
     """Start ``contender``, let it handle ``events`` events, stop it."""
     session = server.new_session(events)
-    async with launched(contender, server.address) as process:
+    async with launched(contender, server.address, placement) as process:
         await until_idle(session, process, contender, timeout)
     return session
 

@@ -1,11 +1,13 @@
 """The least a Lambda Runtime API can be, for timing runtimes against.
 
-One ``asyncio.Protocol`` on 127.0.0.1, keep-alive, serving exactly two routes:
-``GET /2018-06-01/runtime/invocation/next`` (a ``{}`` event with the three
-headers every event carries) and ``POST .../invocation/{id}/response``
-(``202 {"status":"OK"}``).  ``.../error`` and ``.../init/error`` are accepted
-and counted, because a contender that reports an error is a failed run, not a
-fast one.
+One ``asyncio.Protocol`` on 127.0.0.1, keep-alive, serving the two routes a
+warm invocation uses: ``GET /2018-06-01/runtime/invocation/next`` (a ``{}``
+event with the three headers every event carries) and ``POST
+.../invocation/{id}/response`` (``202 {"status":"OK"}``).  ``.../error`` and
+``.../init/error`` are accepted and counted, because a contender that reports
+an error is a failed run, not a fast one.  Extension registration is answered
+and the extension's ``event/next`` held open, as Lambda does, so a runtime that
+registers one pays for it at cold start as it would on Lambda.
 
 The server works in sessions, one per contender run.  A session has a budget
 of events; once it is spent the next ``next`` is *parked* (left unanswered, as
@@ -29,6 +31,8 @@ API_PREFIX = b"/2018-06-01/runtime"
 NEXT_PATH = API_PREFIX + b"/invocation/next"
 INVOCATION_PREFIX = API_PREFIX + b"/invocation/"
 INIT_ERROR_PATH = API_PREFIX + b"/init/error"
+EXTENSION_REGISTER_PATH = b"/2020-01-01/extension/register"
+EXTENSION_NEXT_PATH = b"/2020-01-01/extension/event/next"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:000000000000:function:bench"
 # Lambda allows at most 15 minutes; longer than any run here.
 DEADLINE_AHEAD_MS = 900_000
@@ -39,6 +43,12 @@ _ACCEPTED = (
     b"Content-Type: application/json\r\n"
     b"Content-Length: 15\r\n\r\n"
     b'{"status":"OK"}'
+)
+_REGISTERED = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Lambda-Extension-Identifier: 00000000-0000-4000-8000-0000000e0e0e\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: 2\r\n\r\n{}"
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
@@ -61,6 +71,7 @@ class Session:
     protocol_errors: list[str] = field(default_factory=list)
     unknown_ids: int = 0
     connections: int = 0
+    extensions: int = 0
     parked: _Connection | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -228,6 +239,12 @@ class _Connection(asyncio.Protocol):
             session.errors.append(body)
             self._send(_ACCEPTED)
             return
+        if method == b"POST" and target == EXTENSION_REGISTER_PATH:
+            session.extensions += 1
+            self._send(_REGISTERED)
+            return
+        if method == b"GET" and target == EXTENSION_NEXT_PATH:
+            return  # held open: no extension event is ever sent here
         self._send(_NOT_FOUND)
 
     def send_event(self, session: Session) -> None:

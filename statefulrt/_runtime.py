@@ -103,9 +103,15 @@ class Runtime:
         if not await self._init():
             await self.client.aclose()
             return EXIT_INIT_ERROR
+        # Extensions register during init, before the snapshot and the first
+        # `next`; this one is what makes Lambda send SIGTERM at shutdown.
+        if self.extension is not None:
+            await self.extension.register()
         if self.config.initialization_type == "snap-start":
             exit_code = await self._snapshot_and_restore()
             if exit_code is not None:
+                if self.extension is not None:
+                    await self.extension.aclose()
                 await self.client.aclose()
                 return exit_code
         init_ms = (time.perf_counter() - started) * 1000
@@ -123,8 +129,6 @@ class Runtime:
         )
 
         self._install_signal_handlers()
-        if self.extension is not None:
-            await self.extension.register()
         clients = [self.client]
         clients += [self.client.spawn() for _ in range(self.config.max_concurrency - 1)]
         pollers = [

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MissingKeyError", "Sink", "SinkError", "validate_key"]
+__all__ = [
+    "ConflictError",
+    "ExactlyOnceSink",
+    "ManifestError",
+    "MissingKeyError",
+    "Sink",
+    "SinkError",
+    "validate_key",
+]
 
 # S3 caps keys at 1,024 bytes of UTF-8; holding every sink to the same limit
 # means a key that works locally also works in a bucket.
@@ -21,6 +30,24 @@ class MissingKeyError(SinkError, LookupError):
     def __init__(self, key: str, where: str) -> None:
         super().__init__(f"no object at key {key!r} in {where}")
         self.key = key
+
+
+class ConflictError(SinkError):
+    """``put_once`` found other bytes than its own already stored at the key."""
+
+
+class ManifestError(SinkError):
+    """``put_manifest`` was asked to name keys that hold no object yet."""
+
+    def __init__(self, key: str, missing: Sequence[str], where: str) -> None:
+        shown = ", ".join(repr(k) for k in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        super().__init__(
+            f"manifest {key!r} in {where} not written: it names {shown}{more}, "
+            "which do not exist; write the segments first"
+        )
+        self.key = key
+        self.missing = list(missing)
 
 
 @runtime_checkable
@@ -50,6 +77,37 @@ class Sink(Protocol):
     async def get(self, key: str) -> bytes:
         """The object at ``key``; raises MissingKeyError when there is none."""
         ...
+
+
+@runtime_checkable
+class ExactlyOnceSink(Sink, Protocol):
+    """A sink that can create a key at most once, and is a statefulrt Resource.
+
+    ``put_once`` creates ``key`` or, when it exists, checks that it holds the
+    same bytes (True: stored now; False: it already was; ``ConflictError``:
+    other bytes are there). ``put_manifest`` writes a key that names others
+    only once those exist. ``open``/``validate``/``close`` let a handler keep
+    the sink in ``self.resources``.
+    """
+
+    async def put_once(
+        self, key: str, data: bytes, *, content_type: str | None = None
+    ) -> bool: ...
+
+    async def put_manifest(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        requires: Iterable[str] = (),
+        content_type: str | None = None,
+    ) -> None: ...
+
+    async def open(self) -> None: ...
+
+    async def validate(self) -> bool: ...
+
+    async def close(self) -> None: ...
 
 
 def validate_key(key: str) -> str:

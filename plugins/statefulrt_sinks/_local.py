@@ -7,9 +7,16 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
-from ._base import MissingKeyError, SinkError, validate_key
+from ._base import (
+    ConflictError,
+    ManifestError,
+    MissingKeyError,
+    SinkError,
+    validate_key,
+)
 
 __all__ = ["LocalDirectorySink"]
 
@@ -64,6 +71,53 @@ class LocalDirectorySink:
         await asyncio.to_thread(self._write, key, path, bytes(data))
         logger.debug("put %s (%d bytes)", key, len(data))
 
+    async def put_once(
+        self, key: str, data: bytes, *, content_type: str | None = None
+    ) -> bool:
+        """Create ``key`` holding ``data``, unless it already holds exactly that.
+
+        True when this call stored it, False when the same bytes were already
+        there; ``ConflictError`` when other bytes are. The file appears by a
+        hard link, which fails rather than replace an existing file.
+        """
+        path = self.path_for(key)
+        data = bytes(data)
+        if await asyncio.to_thread(self._write, key, path, data, exclusive=True):
+            logger.debug("put once %s (%d bytes)", key, len(data))
+            return True
+        if await self.get(key) != data:
+            raise ConflictError(
+                f"{path} already holds a different object than the {len(data)} "
+                "bytes to write; keys must be unique per content: is another "
+                "writer using this folder?"
+            )
+        return False
+
+    async def put_manifest(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        requires: Iterable[str] = (),
+        content_type: str | None = None,
+    ) -> None:
+        """Write ``key`` once every key in ``requires`` exists."""
+        missing = [k for k in dict.fromkeys(requires) if not await self.exists(k)]
+        if missing:
+            raise ManifestError(key, missing, str(self._root))
+        await self.put(key, body, content_type=content_type)
+
+    # A folder needs no opening; these make the sink a statefulrt Resource
+    # like the others, so handlers treat every sink alike.
+    async def open(self) -> None:
+        pass
+
+    async def validate(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        pass
+
     async def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
 
@@ -74,7 +128,10 @@ class LocalDirectorySink:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise MissingKeyError(key, str(self._root)) from None
 
-    def _write(self, key: str, path: Path, data: bytes) -> None:
+    def _write(
+        self, key: str, path: Path, data: bytes, *, exclusive: bool = False
+    ) -> bool:
+        """Store ``data`` at ``path``; False if ``exclusive`` and it exists."""
         parent = path.parent
         created = [p for p in (parent, *parent.parents) if not p.exists()]
         try:
@@ -101,7 +158,16 @@ class LocalDirectorySink:
                 if self._fsync:
                     os.fsync(tmp.fileno())
             os.chmod(tmp_name, _FILE_MODE)
-            os.replace(tmp_name, path)
+            if exclusive:
+                # link() never replaces: it fails if the name exists.
+                try:
+                    os.link(tmp_name, path)
+                except FileExistsError:
+                    return False
+                finally:
+                    os.unlink(tmp_name)
+            else:
+                os.replace(tmp_name, path)
         except BaseException:
             # Whatever failed, never leave a half-written temporary behind.
             with contextlib.suppress(FileNotFoundError):
@@ -113,6 +179,7 @@ class LocalDirectorySink:
         if self._fsync:
             for folder in (parent, *(p.parent for p in created)):
                 _fsync_dir(folder)
+        return True
 
 
 def _fsync_dir(folder: Path) -> None:

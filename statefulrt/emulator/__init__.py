@@ -13,5 +13,6 @@ from __future__ import annotations
 
 from ._emulator import Emulator, InvokeResult
 from ._report import Report
+from ._shutdown import Shutdown
 
-__all__ = ["Emulator", "InvokeResult", "Report"]
+__all__ = ["Emulator", "InvokeResult", "Report", "Shutdown"]

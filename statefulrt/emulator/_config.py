@@ -12,6 +12,20 @@ from typing import Final
 
 __all__ = ["FunctionConfig"]
 
+# What Lambda keeps from extensions: the runtime's own variables (A.8).
+_RUNTIME_ONLY: Final = (
+    "_HANDLER",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_XRAY_DAEMON_ADDRESS",
+    "_AWS_XRAY_DAEMON_ADDRESS",
+    "_AWS_XRAY_DAEMON_PORT",
+    "AWS_XRAY_CONTEXT_MISSING",
+)
+
 ACCOUNT_ID: Final = "012345678912"
 REGION: Final = "us-east-1"
 VERSION: Final = "$LATEST"
@@ -58,14 +72,19 @@ class FunctionConfig:
     def log_group(self) -> str:
         return f"/aws/lambda/{self.name}"
 
+    @property
+    def account_id(self) -> str:
+        return ACCOUNT_ID
+
     def runtime_environ(
-        self, runtime_api: str, base: Mapping[str, str]
+        self, runtime_api: str, base: Mapping[str, str], tmpdir: str | None = None
     ) -> dict[str, str]:
         """The environment of a freshly started runtime process.
 
         ``base`` (the emulator's own environment) comes first so the Lambda
         variables win over anything inherited, and the caller's ``env``
         overrides come last so a test can still set whatever it needs.
+        ``tmpdir`` (the sandbox's own ``/tmp``) becomes ``TMPDIR``.
         """
         day = time.strftime("%Y/%m/%d", time.gmtime())
         log_stream = f"{day}/[{VERSION}]{secrets.token_hex(16)}"
@@ -85,7 +104,18 @@ class FunctionConfig:
                 "TZ": ":UTC",
             }
         )
+        if tmpdir is not None:
+            environ["TMPDIR"] = tmpdir
         if self.handler is not None:
             environ["_HANDLER"] = self.handler
         environ.update(self.env)
+        return environ
+
+    def extension_environ(
+        self, runtime_api: str, base: Mapping[str, str], tmpdir: str | None = None
+    ) -> dict[str, str]:
+        """An external extension's environment: the runtime's minus its own."""
+        environ = self.runtime_environ(runtime_api, base, tmpdir)
+        for name in _RUNTIME_ONLY:
+            environ.pop(name, None)
         return environ

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import ipaddress
 import os
@@ -15,11 +16,13 @@ import orjson
 from aiohttp import web
 
 from ._config import INIT_TIMEOUT, VERSION, FunctionConfig
+from ._extensions_api import add_extension_routes
 from ._invoke import INVOKE_PATH, add_invoke_routes, encode_client_context
 from ._logging import logger
 from ._report import STDERR, Report, Reporter, StreamChoice
 from ._runtime_api import add_runtime_routes
 from ._sandbox import Sandbox
+from ._shutdown import Shutdown, ShutdownReason
 
 __all__ = ["Emulator", "InvokeResult"]
 
@@ -70,6 +73,14 @@ class Emulator:
     seconds; ``init_timeout`` bounds an init the way Lambda's ten seconds do.
     START/END/REPORT lines go to ``report_stream`` (``sys.stderr`` as it is
     when each line is written, by default; ``None`` for silence).
+
+    ``extensions_dir`` plays ``/opt/extensions``: every executable file in it
+    is launched, as an external extension, at each init. ``freeze`` stops the
+    environment's processes between invocations, as Lambda does.
+    ``idle_shutdown`` spins the environment down after that many idle seconds
+    (the next invoke starts cold). The Extensions API is always served; a
+    runtime that registers an extension gets SIGTERM at shutdown, one that
+    does not gets SIGKILL, as on Lambda.
     """
 
     def __init__(
@@ -86,7 +97,16 @@ class Emulator:
         handler: str | None = None,
         report_stream: StreamChoice = STDERR,
         init_timeout: float = INIT_TIMEOUT,
+        extensions_dir: str | os.PathLike[str] | None = None,
+        freeze: bool = False,
+        idle_shutdown: float | None = None,
     ) -> None:
+        if extensions_dir is not None and not os.path.isdir(extensions_dir):
+            message = f"extensions_dir {os.fspath(extensions_dir)!r} is not a directory"
+            raise ValueError(message)
+        if idle_shutdown is not None and not idle_shutdown > 0:
+            message = f"idle_shutdown must be a positive number, got {idle_shutdown}"
+            raise ValueError(message)
         config = FunctionConfig(
             name=function_name,
             memory_mb=memory_mb,
@@ -100,7 +120,16 @@ class Emulator:
         self._host = host
         self._port = port
         self._reporter = Reporter(report_stream, VERSION)
-        self._sandbox = Sandbox(command, config, self._reporter)
+        self._sandbox = Sandbox(
+            command,
+            config,
+            self._reporter,
+            extensions_dir=(
+                None if extensions_dir is None else os.path.abspath(extensions_dir)
+            ),
+            freeze=freeze,
+            idle_shutdown=idle_shutdown,
+        )
 
         self._invoke_runner: web.AppRunner | None = None
         self._runtime_runner: web.AppRunner | None = None
@@ -136,6 +165,20 @@ class Emulator:
     def starts(self) -> int:
         return self._sandbox.starts
 
+    @property
+    def tmpdir(self) -> str | None:
+        """The environment's temporary directory (its ``TMPDIR``), if one exists.
+
+        It survives resets (timeouts, crashes), like ``/tmp`` on Lambda, and
+        is removed when the environment spins down or the emulator closes.
+        """
+        return self._sandbox.tmpdir
+
+    @property
+    def shutdowns(self) -> list[Shutdown]:
+        """Every environment's end so far: ``(reason, signal, exit_code)``."""
+        return self._sandbox.shutdowns
+
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
@@ -146,6 +189,8 @@ class Emulator:
             # The Runtime API first: its address goes into the runtime's env.
             runtime_app = web.Application()
             add_runtime_routes(runtime_app, self._sandbox.slot, self._config.arn)
+            sandbox = self._sandbox
+            add_extension_routes(runtime_app, lambda: sandbox.extensions)
             self._runtime_runner = await _serve(
                 runtime_app, _loopback_for(self._host), 0
             )
@@ -172,7 +217,7 @@ class Emulator:
         )
 
     async def close(self) -> None:
-        """Kill the runtime, answer waiting callers, stop both servers."""
+        """Spin the environment down, answer waiting callers, stop both servers."""
         await self._sandbox.close()
         for runner in (self._invoke_runner, self._runtime_runner):
             if runner is not None:
@@ -202,6 +247,46 @@ class Emulator:
         Await this before looking at ``reports``.
         """
         await self._sandbox.wait_idle()
+
+    # -- testing controls ----------------------------------------------------
+
+    async def idle(self, seconds: float) -> None:
+        """Let the environment sit idle (frozen, if ``freeze``) for ``seconds``."""
+        await self._sandbox.wait_idle()
+        await asyncio.sleep(seconds)
+
+    async def force_timeout(self) -> None:
+        """Reset as a timeout does: the runtime goes, extensions get SHUTDOWN
+        with reason ``timeout``, and the next invoke starts cold.
+
+        An invocation in flight times out at once; otherwise the idle
+        environment is reset.
+        """
+        await self._sandbox.force_timeout()
+
+    async def shutdown(
+        self, reason: ShutdownReason = "spindown", budget_ms: float | None = None
+    ) -> None:
+        """End the environment through Lambda's shutdown phase.
+
+        Queued invocations finish first. ``budget_ms`` replaces the platform's
+        budget (``None``: 500 ms with internal extensions only, 2,000 ms with
+        an external one); with no extension registered the runtime gets
+        SIGKILL at once. The next invoke starts cold.
+        """
+        await self._sandbox.shutdown(reason, budget_ms)
+
+    async def kill(self) -> None:
+        """SIGKILL the runtime now, like a crash; the environment resets with
+        reason ``failure``."""
+        await self._sandbox.kill()
+
+    async def restart(self) -> None:
+        """Replace the environment by a fresh one and wait until its init is done.
+
+        Raises ``RuntimeError`` when the new init fails.
+        """
+        await self._sandbox.restart()
 
     # -- the client --------------------------------------------------------
 

@@ -149,7 +149,7 @@ def _parse_events(body: bytes) -> list[str]:
     if request is None:
         return []
     if not isinstance(request, dict):
-        message = "the register request must be a JSON object like {\"events\": []}"
+        message = 'the register request must be a JSON object like {"events": []}'
         raise _forbidden(_INVALID_FORMAT, message)
     if request.get("configurationKeys"):
         message = "configurationKeys are deprecated; use environment variables instead"
@@ -158,7 +158,7 @@ def _parse_events(body: bytes) -> list[str]:
     if events is None:
         return []
     if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
-        message = "events must be a list of event names such as \"INVOKE\""
+        message = 'events must be a list of event names such as "INVOKE"'
         raise _forbidden(_INVALID_FORMAT, message)
     return events
 
@@ -307,7 +307,9 @@ class ExtensionRegistry:
             if event != INVOKE:
                 raise _forbidden(_INVALID_EVENT, f"{event}: ErrorInvalidEventType")
         if not self.registration_open:
-            raise _forbidden(_REGISTRATION_CLOSED, "Extension registration closed already")
+            raise _forbidden(
+                _REGISTRATION_CLOSED, "Extension registration closed already"
+            )
         if len(self._by_name) >= MAX_EXTENSIONS:
             message = f"Extension limit ({MAX_EXTENSIONS}) reached"
             raise _forbidden(_TOO_MANY, message)

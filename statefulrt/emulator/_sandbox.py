@@ -1,39 +1,48 @@
-"""The execution environment: a supervised runtime process serving invocations.
+"""The sandbox: execution environments serving invocations, one at a time.
 
-The invoke endpoint *submits* invocations; one worker task serves them
-strictly one after another, which is what makes concurrent callers safe (RIE
-crashes on them; Lambda queues them onto other environments). For each one
-the worker starts the runtime if there is none (a cold start), offers the
-event through the ``RuntimeSlot`` the Runtime API talks to, and follows it to
-one of its ends: the runtime polls again (finished), the process dies (a
-crash), or the deadline passes (a timeout). A crash, a timeout or an init
-error resets the environment: the process group is killed and the next
-invocation starts a new one, cold (``/tmp`` and the task root are the host's
-and survive).
+The invoke endpoint *submits* invocations and the testing controls submit
+jobs (shut down, force a timeout, restart); one worker task runs them strictly
+one after another, which is what makes concurrent callers safe (RIE crashes on
+them; Lambda queues them onto other environments). For an invocation the
+worker starts an environment if there is none (a cold start: external
+extensions, then the runtime, until all of them have polled), hands the event
+to the runtime with an INVOKE to the subscribed extensions, and follows it to
+one of its ends: the runtime and those extensions poll again (finished), a
+process dies or an extension fails (a crash), or the deadline passes (a
+timeout). A crash, a timeout or an init error resets the environment through
+the shutdown phase (reason ``failure`` or ``timeout``); the next invocation
+starts a new one, cold, with the same temporary directory (``/tmp`` survives
+resets on Lambda). Between invocations the environment can be frozen, and
+after an idle period it can be spun down.
 
-Seams for later work: the Extensions API adds its own readiness to
-``Environment``; freezing between invocations belongs where an invocation is
-finished; shutdown with a SIGTERM budget replaces the SIGKILL in ``_reset``;
-Managed Instances replace the single slot and worker with a pool of each.
+Seam for later work: Managed Instances replace the single slot and worker
+with a pool of each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ._config import FunctionConfig
+from ._config import VERSION, FunctionConfig
+from ._environment import Environment
+from ._extensions import MAX_EXTENSIONS, ExtensionRegistry, FunctionMetadata
 from ._invocation import Answer, Invocation
 from ._logging import logger
 from ._report import Report, Reporter, ReportStatus
-from ._slot import Environment, RuntimeSlot
-from ._supervisor import RuntimeProcess, exit_reason
+from ._shutdown import Shutdown, ShutdownReason, shut_down
+from ._slot import RuntimeSlot
+from ._supervisor import SandboxProcess, exit_reason
 from ._wire import function_error, platform_error_type
 
-__all__ = ["Sandbox"]
+__all__ = ["SHUTDOWN_REASONS", "Sandbox"]
+
+SHUTDOWN_REASONS: Final = ("spindown", "timeout", "failure")
 
 # How long a runtime that posted /init/error has to exit on its own; the
 # official clients exit within milliseconds of the 202.
@@ -41,17 +50,55 @@ _INIT_ERROR_EXIT_GRACE: Final = 0.5
 
 
 @dataclass(frozen=True)
+class _Failure:
+    """Why an environment could not serve: what the caller, REPORT and reset get."""
+
+    status: ReportStatus
+    reason: ShutdownReason
+    error_type: str
+    detail: str = ""
+    payload: bytes | None = None  # an init error, as the runtime posted it
+
+    def answer(self, request_id: str) -> Answer:
+        if self.payload is not None:
+            return Answer(self.payload, function_error="Unhandled")
+        message = f"RequestId: {request_id} Error: {self.detail}"
+        return Answer.failure(self.error_type, message)
+
+    @property
+    def reported_type(self) -> str | None:
+        # A REPORT line says "Status: timeout" and nothing more for timeouts.
+        return None if self.status == "timeout" else self.error_type
+
+
+@dataclass(frozen=True)
 class _Outcome:
     status: ReportStatus
     ended_at: float
     error_type: str | None = None
+    reset: ShutdownReason | None = None
+
+
+@dataclass(eq=False)
+class _Job:
+    """A testing control waiting its turn behind the invocations before it."""
+
+    action: Callable[[], Awaitable[None]]
+    done: asyncio.Future[None]
 
 
 class Sandbox:
-    """Serves invocations one at a time against a supervised runtime process."""
+    """Serves invocations one at a time against supervised environments."""
 
     def __init__(
-        self, command: Sequence[str], config: FunctionConfig, reporter: Reporter
+        self,
+        command: Sequence[str],
+        config: FunctionConfig,
+        reporter: Reporter,
+        *,
+        extensions_dir: str | None = None,
+        freeze: bool = False,
+        idle_shutdown: float | None = None,
     ) -> None:
         if not command:
             raise ValueError(
@@ -60,22 +107,48 @@ class Sandbox:
         self._command = tuple(command)
         self._config = config
         self._reporter = reporter
+        self._extensions_dir = extensions_dir
+        # Extensions start where /opt/extensions would leave them: in /opt.
+        self._extensions_cwd = os.path.dirname(os.path.abspath(extensions_dir or "."))
+        self._freeze = freeze
+        self._idle_shutdown = idle_shutdown
+        self._metadata = FunctionMetadata(
+            function_name=config.name,
+            function_version=VERSION,
+            handler=config.handler or "",
+            account_id=config.account_id,
+        )
         self._runtime_api = ""
-        self._queue: asyncio.Queue[Invocation] = asyncio.Queue()
+        self._queue: asyncio.Queue[Invocation | _Job] = asyncio.Queue()
+        self._getter: asyncio.Task[Invocation | _Job] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._serving: Invocation | None = None
+        self._current: Invocation | _Job | None = None
+        self._forced: asyncio.Future[None] | None = None
         self._closed = False
 
         self.slot = RuntimeSlot(config.timeout, reporter)
+        self._env: Environment | None = None
+        self._extensions: ExtensionRegistry | None = None
+        self.tmpdir: str | None = None
+        self.shutdowns: list[Shutdown] = []
         # Every process not yet reaped, so close() can wait for all of them
         # even if a reset was interrupted half way.
-        self._processes: set[RuntimeProcess] = set()
+        self._processes: set[SandboxProcess] = set()
         self.starts = 0
 
     @property
+    def extensions(self) -> ExtensionRegistry:
+        """The registry the Extensions API serves (a closed one between envs)."""
+        if self._extensions is None:
+            self._extensions = ExtensionRegistry.closed(self._metadata)
+        return self._extensions
+
+    @property
     def pid(self) -> int | None:
-        env = self.slot.env
-        return env.process.pid if env is not None and env.process.alive else None
+        env = self._env
+        if env is None or env.runtime is None or not env.runtime.alive:
+            return None
+        return env.runtime.pid
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -91,7 +164,7 @@ class Sandbox:
         self._worker = asyncio.create_task(self._work(), name="statefulrt-emulator")
 
     async def close(self) -> None:
-        """Stop serving, answer everyone still waiting, kill the runtime."""
+        """Stop serving, answer everyone still waiting, spin the environment down."""
         self._closed = True
         if self._worker is not None:
             self._worker.cancel()
@@ -99,17 +172,24 @@ class Sandbox:
             # expected result here, not something to propagate or swallow.
             await asyncio.wait({self._worker})
             self._worker = None
-
-        gone = _shutdown_answer()
-        if self._serving is not None:
-            self._serving.settle(gone)
-            self._serving = None
-        while not self._queue.empty():
-            self._queue.get_nowait().settle(gone)
+        getter, self._getter = self._getter, None
+        if getter is not None and getter.done() and not getter.cancelled():
+            _abandon(getter.result())
             self._queue.task_done()
-        await self._reset()
+        elif getter is not None:
+            getter.cancel()
+
+        if self._current is not None:
+            _abandon(self._current)
+            self._current = None
+        while not self._queue.empty():
+            _abandon(self._queue.get_nowait())
+            self._queue.task_done()
+
+        await self._shutdown("spindown")
         for process in list(self._processes):
             await process.kill()
+        self._remove_tmpdir()
 
     async def submit(self, invocation: Invocation) -> Answer:
         """Queue ``invocation`` and wait for its caller-facing answer."""
@@ -123,80 +203,292 @@ class Sandbox:
         return await asyncio.shield(invocation.answer)
 
     async def wait_idle(self) -> None:
-        """Return once every submitted invocation has finished and been reported."""
+        """Return once everything submitted so far has finished and been reported."""
         await self._queue.join()
+
+    # -- testing controls --------------------------------------------------
+
+    async def shutdown(
+        self, reason: ShutdownReason = "spindown", budget_ms: float | None = None
+    ) -> None:
+        """End the environment through the shutdown phase, after queued work."""
+        if reason not in SHUTDOWN_REASONS:
+            choices = ", ".join(repr(r) for r in SHUTDOWN_REASONS)
+            raise ValueError(f"reason must be one of {choices}, got {reason!r}")
+        if budget_ms is not None and not budget_ms >= 0:
+            raise ValueError(f"budget_ms must be 0 or more, got {budget_ms}")
+        await self._control(lambda: self._shutdown(reason, budget_ms))
+
+    async def force_timeout(self) -> None:
+        """Reset as a timeout does: the invocation in flight, if any, times out."""
+        env = self._env
+        if self._forced is not None and not self._forced.done():
+            self._forced.set_result(None)
+        await self._control(lambda: self._reset_if_current(env, "timeout"))
+
+    async def kill(self) -> None:
+        """SIGKILL the runtime now, as a crash would, and reset (``failure``)."""
+        env = self._env
+        if env is not None and env.runtime is not None and env.runtime.alive:
+            logger.info("killing runtime process %d on request", env.runtime.pid)
+            env.signalled = "SIGKILL"
+            await env.runtime.kill()
+        await self._control(lambda: self._reset_if_current(env, "failure"))
+
+    async def restart(self) -> None:
+        """Replace the environment by a fresh one and wait until its init is done."""
+        await self._control(self._restart)
+
+    async def _control(self, action: Callable[[], Awaitable[None]]) -> None:
+        if self._closed:
+            raise RuntimeError("the emulator is closed; create a new one")
+        if self._worker is None:
+            raise RuntimeError("the emulator is not started; await start() first")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(action, done))
+        await asyncio.shield(done)
+
+    async def _reset_if_current(
+        self, env: Environment | None, reason: ShutdownReason
+    ) -> None:
+        # The environment the caller saw may already be gone (the invocation
+        # in flight was reset); a newer one must not pay for it.
+        if env is not None and env is self._env:
+            await self._reset(reason)
+
+    async def _restart(self) -> None:
+        await self._shutdown("spindown")
+        env, failure = await self._init()
+        if failure is not None:
+            await self._end_failed_init(env, failure)
+            message = f"{failure.error_type}: {failure.detail or 'see the log'}"
+            raise RuntimeError(f"the new environment failed to initialize: {message}")
+        if self._freeze:
+            env.freeze()
 
     # -- the worker --------------------------------------------------------
 
     async def _work(self) -> None:
         while True:
-            invocation = self._serving = await self._queue.get()
+            job = self._current = await self._next_job()
             try:
-                await self._serve(invocation)
-            except Exception:
-                logger.exception(
-                    "emulator failed serving request %s; resetting the sandbox",
-                    invocation.request_id,
-                )
-                invocation.settle(
-                    Answer(
-                        function_error("ServiceException", "Emulator internal error"),
-                        status=500,
-                    )
-                )
-                await self._reset()
+                if isinstance(job, Invocation):
+                    await self._serve_safely(job)
+                else:
+                    await self._run(job)
             finally:
                 self._queue.task_done()
             # Not cleared on cancellation: close() answers that caller.
-            self._serving = None
+            self._current = None
+            self._forced = None
+
+    async def _next_job(self) -> Invocation | _Job:
+        """The next job; meanwhile watch the idle environment."""
+        while True:
+            if self._getter is None:
+                self._getter = asyncio.create_task(self._queue.get())
+            env = self._env
+            watched: set[asyncio.Future[Any]] = {self._getter}
+            timeout = None
+            if env is not None:
+                watched.update(env.exits())
+                timeout = self._idle_shutdown
+            done, _ = await asyncio.wait(
+                watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if self._getter.done():
+                getter, self._getter = self._getter, None
+                return getter.result()
+            if env is None or env is not self._env:
+                continue
+            if done:
+                # Only an unfrozen (or killed) environment breaks while idle.
+                failure = self._breakage(env)
+                logger.warning(
+                    "the idle environment broke (%s: %s); resetting it",
+                    failure.error_type if failure else "unknown",
+                    failure.detail if failure else "",
+                )
+                await self._reset("failure")
+            else:
+                logger.info("idle for %s s: spinning the environment down", timeout)
+                await self._shutdown("spindown")
+
+    async def _run(self, job: _Job) -> None:
+        try:
+            await job.action()
+        except Exception as exc:
+            if not job.done.done():
+                job.done.set_exception(exc)
+        else:
+            if not job.done.done():
+                job.done.set_result(None)
+
+    async def _serve_safely(self, invocation: Invocation) -> None:
+        try:
+            await self._serve(invocation)
+        except Exception:
+            logger.exception(
+                "emulator failed serving request %s; resetting the sandbox",
+                invocation.request_id,
+            )
+            invocation.settle(
+                Answer(
+                    function_error("ServiceException", "Emulator internal error"),
+                    status=500,
+                )
+            )
+            await self._reset("failure")
 
     async def _serve(self, invocation: Invocation) -> None:
         loop = asyncio.get_running_loop()
         invocation.dispatched_at = loop.time()
+        self._forced = loop.create_future()
 
-        # Cold start: a new process whose init is timed from the spawn.
-        env = self.slot.env
-        cold = env is None or not env.process.alive
-        if env is None or not env.process.alive:
-            if env is not None:
-                await self._reset()
-            try:
-                env = await self._launch()
-            except OSError as exc:
-                self._report(
-                    invocation, None, False, self._unlaunchable(invocation, exc)
-                )
+        # An environment that broke while idle is replaced before it serves.
+        env = self._env
+        if env is not None and env.broken:
+            await self._reset("failure")
+            env = None
+
+        # Cold start: a new environment whose init is timed from its launch.
+        cold = env is None
+        if env is None:
+            env, failure = await self._init()
+            if failure is not None:
+                outcome = self._settle(invocation, failure)
+                self._report(invocation, env, cold, outcome)
+                await self._end_failed_init(env, failure)
                 return
 
-        # Hand the event to the runtime, then follow it to the end.
+        # Hand the event over, INVOKE to the extensions, and follow it.
+        env.thaw()
         self.slot.offer(invocation)
-        outcome = await self._await_handout(invocation, env)
-        if outcome is None:
-            outcome = await self._await_finish(invocation, env)
-        self._report(invocation, env, cold, outcome)
+        cut = await self._await_handout(invocation, env)
+        if cut is None:
+            done = env.extensions.dispatch_invoke(invocation, self._config.arn)
+            ended = await self._await_finish(invocation, env, done)
+        else:
+            ended = cut
+        self._report(invocation, env, cold, ended)
 
-    async def _launch(self) -> Environment:
+        if ended.reset is not None:
+            await self._reset(ended.reset)
+        elif self._freeze:
+            env.freeze()
+
+    # -- init --------------------------------------------------------------
+
+    async def _init(self) -> tuple[Environment, _Failure | None]:
+        """Start an environment: external extensions, then the runtime."""
         loop = asyncio.get_running_loop()
         launched_at = loop.time()
-        environ = self._config.runtime_environ(self._runtime_api, os.environ)
-        process = await RuntimeProcess.spawn(
-            self._command, env=environ, cwd=self._config.task_root
-        )
+        limit = launched_at + self._config.init_timeout
+        tmpdir = self._ensure_tmpdir()
+        listing: OSError | None = None
+        try:
+            files = self._extension_files()
+        except OSError as exc:
+            files, listing = [], exc
+        registry = ExtensionRegistry(self._metadata, [name for name, _ in files])
+        env = self._env = Environment(registry, launched_at)
+        self._extensions = registry
+        if listing is not None:
+            detail = f"cannot list {self._extensions_dir}: {listing.strerror}"
+            return env, _Failure("error", "failure", "Extension.LaunchError", detail)
+        if len(files) > MAX_EXTENSIONS:
+            detail = f"{len(files)} extensions, Lambda allows {MAX_EXTENSIONS}"
+            return env, _Failure("error", "failure", "Extension.LaunchError", detail)
+
+        # External extensions start first and must all register before the
+        # runtime starts, as on Lambda.
+        environ = self._config.extension_environ(self._runtime_api, os.environ, tmpdir)
+        for name, path in files:
+            try:
+                env.externals[name] = await self._spawn(
+                    [path], environ, self._extensions_cwd
+                )
+            except OSError as exc:
+                detail = f"cannot start extension {name}: {exc.strerror or exc}"
+                failure = _Failure("error", "failure", "Extension.LaunchError", detail)
+                return env, failure
+        await self._wait(limit, env, registry.externals_registered)
+        if not registry.externals_registered.done():
+            return env, self._breakage(env) or self._timeout()
+
+        # Then the runtime.
+        environ = self._config.runtime_environ(self._runtime_api, os.environ, tmpdir)
+        try:
+            runtime = await self._spawn(self._command, environ, self._config.task_root)
+        except OSError as exc:
+            return env, self._unlaunchable(exc)
+        env.runtime = runtime
         self.starts += 1
-        self._processes.add(process)
-        process.exited.add_done_callback(lambda _: self._processes.discard(process))
-        env = Environment(process, launched_at)
         self.slot.attach(env)
         logger.info(
             "runtime process %d started (start %d): %s",
-            process.pid,
+            runtime.pid,
             self.starts,
             " ".join(self._command),
         )
-        return env
 
-    def _unlaunchable(self, invocation: Invocation, exc: OSError) -> _Outcome:
+        # Init ends once the runtime and every registered extension polled.
+        await self._wait(limit, env, env.runtime_ready, env.init_error)
+        if env.runtime_ready.done():
+            ready = registry.wait_ready()
+            await self._wait(limit, env, ready)
+            if ready.done():
+                env.init_ended_at = loop.time()
+                return env, None
+        if env.init_error.done():
+            failure = _Failure(
+                "error",
+                "failure",
+                env.init_error.result(),
+                payload=env.init_error_payload,
+            )
+            return env, failure
+        return env, self._breakage(env) or self._timeout()
+
+    async def _spawn(
+        self, command: Sequence[str], environ: dict[str, str], cwd: str
+    ) -> SandboxProcess:
+        process = await SandboxProcess.spawn(command, env=environ, cwd=cwd)
+        self._processes.add(process)
+        process.exited.add_done_callback(lambda _: self._processes.discard(process))
+        return process
+
+    async def _wait(
+        self, limit: float, env: Environment, *waitables: asyncio.Future[Any]
+    ) -> None:
+        """Wait for one of ``waitables``, a breakage, a forced timeout, or ``limit``."""
         loop = asyncio.get_running_loop()
+        interrupts = [*env.exits()]
+        if self._forced is not None:
+            interrupts.append(self._forced)
+        await _first(loop, limit, *waitables, *interrupts)
+
+    async def _end_failed_init(self, env: Environment, failure: _Failure) -> None:
+        if failure.payload is not None and env.runtime is not None:
+            # The runtime is meant to exit by itself after an init error
+            # (flushing its logs first), and is killed if it does not.
+            loop = asyncio.get_running_loop()
+            await _first(loop, loop.time() + _INIT_ERROR_EXIT_GRACE, env.runtime.exited)
+        await self._reset(failure.reason)
+
+    def _extension_files(self) -> list[tuple[str, str]]:
+        """The executables Lambda would launch from ``/opt/extensions``, by name."""
+        if self._extensions_dir is None:
+            return []
+        with os.scandir(self._extensions_dir) as entries:
+            files = [
+                (entry.name, entry.path)
+                for entry in entries
+                if entry.is_file() and os.access(entry.path, os.X_OK)
+            ]
+        return sorted(files)
+
+    def _unlaunchable(self, exc: OSError) -> _Failure:
         logger.error(
             "cannot start the runtime %r: %s; check the command and its cwd",
             self._command[0],
@@ -204,96 +496,86 @@ class Sandbox:
         )
         # Lambda words this the way Go's exec package reports it.
         reason = exc.strerror or str(exc)
-        message = (
-            f"RequestId: {invocation.request_id} "
-            f"Error: fork/exec {self._command[0]}: {reason.lower()}"
-        )
-        invocation.settle(Answer.failure("Runtime.InvalidEntrypoint", message))
-        return _Outcome("crash", loop.time(), "Runtime.InvalidEntrypoint")
+        detail = f"fork/exec {self._command[0]}: {reason.lower()}"
+        return _Failure("crash", "failure", "Runtime.InvalidEntrypoint", detail)
+
+    # -- following an invocation -------------------------------------------
 
     async def _await_handout(
         self, invocation: Invocation, env: Environment
     ) -> _Outcome | None:
         """Wait for the runtime to take the event; ``None`` once it has."""
         loop = asyncio.get_running_loop()
-        if env.ready.done():
-            limit = invocation.dispatched_at + self._config.timeout
-        else:
-            # NOTE(suppressed-init): Lambda retries an init that overran its
-            # ten seconds inside the invoke; the emulator fails the invoke.
-            limit = env.launched_at + self._config.init_timeout
-        await _first(
-            loop, limit, invocation.handed_out, env.init_error, env.process.exited
-        )
+        limit = loop.time() + self._config.timeout
+        await self._wait(limit, env, invocation.handed_out)
         if invocation.handed_out.done():
             return None
+        return self._cut_short(invocation, env)
 
-        ended_at = loop.time()
-        if env.init_error.done():
-            # The caller already has the init error; the runtime is meant to
-            # exit by itself now (after flushing its logs), and is killed if
-            # it does not do so promptly.
-            grace = min(limit, loop.time() + _INIT_ERROR_EXIT_GRACE)
-            await _first(loop, grace, env.process.exited)
-            await self._reset()
-            return _Outcome("error", ended_at, env.init_error.result())
-        if not env.process.alive:
-            return await self._crashed(invocation, env, ended_at)
-        return await self._timed_out(invocation, env, ended_at)
-
-    async def _await_finish(self, invocation: Invocation, env: Environment) -> _Outcome:
-        """Wait for the runtime to poll ``/next`` again, die, or overrun."""
+    async def _await_finish(
+        self, invocation: Invocation, env: Environment, extensions: asyncio.Future[None]
+    ) -> _Outcome:
+        """Wait for the runtime and INVOKE extensions to poll again, or a failure."""
         loop = asyncio.get_running_loop()
-        await _first(loop, invocation.deadline, invocation.finished, env.process.exited)
-        ended_at = loop.time()
-        if invocation.finished.done():
-            answer = invocation.answer.result()
-            return _Outcome("error" if answer.function_error else "success", ended_at)
-        if not env.process.alive:
-            return await self._crashed(invocation, env, ended_at)
-        return await self._timed_out(invocation, env, ended_at)
+        forced = self._forced
+        ends = (invocation.finished, extensions)
+        while not all(end.done() for end in ends):
+            cut = forced is not None and forced.done()
+            if cut or env.broken or loop.time() >= invocation.deadline:
+                return self._cut_short(invocation, env)
+            pending = [end for end in ends if not end.done()]
+            await self._wait(invocation.deadline, env, *pending)
+        status: ReportStatus = "success"
+        if invocation.answer.result().function_error:
+            status = "error"
+        return _Outcome(status, loop.time())
 
-    async def _crashed(
-        self, invocation: Invocation, env: Environment, ended_at: float
-    ) -> _Outcome:
-        returncode = env.process.returncode
-        reason = exit_reason(returncode if returncode is not None else -9)
-        logger.warning(
-            "runtime process %d exited during request %s: %s",
-            env.process.pid,
-            invocation.request_id,
-            reason,
-        )
-        message = (
-            f"RequestId: {invocation.request_id} "
-            f"Error: Runtime exited with error: {reason}"
-        )
-        invocation.settle(Answer.failure("Runtime.ExitError", message))
-        await self._reset()
-        return _Outcome("crash", ended_at, "Runtime.ExitError")
+    def _cut_short(self, invocation: Invocation, env: Environment) -> _Outcome:
+        """End the invocation on a breakage, or else on a timeout."""
+        return self._settle(invocation, self._breakage(env) or self._timeout())
 
-    async def _timed_out(
-        self, invocation: Invocation, env: Environment, ended_at: float
-    ) -> _Outcome:
-        timeout = self._config.timeout
+    def _settle(self, invocation: Invocation, failure: _Failure) -> _Outcome:
+        ended_at = asyncio.get_running_loop().time()
         logger.warning(
-            "request %s timed out after %.2f seconds; killing runtime process %d",
+            "request %s failed (%s): %s; resetting the environment",
             invocation.request_id,
-            timeout,
-            env.process.pid,
+            failure.error_type,
+            failure.detail or "init error",
         )
-        message = (
-            f"RequestId: {invocation.request_id} "
-            f"Error: Task timed out after {timeout:.2f} seconds"
-        )
-        invocation.settle(Answer.failure("Sandbox.Timedout", message))
-        await self._reset()
-        return _Outcome("timeout", ended_at)
+        invocation.settle(failure.answer(invocation.request_id))
+        return _Outcome(failure.status, ended_at, failure.reported_type, failure.reason)
+
+    def _breakage(self, env: Environment) -> _Failure | None:
+        """What broke in ``env``, if anything: the runtime, then extensions."""
+        runtime = env.runtime
+        if runtime is not None and not runtime.alive:
+            code = runtime.returncode
+            reason = exit_reason(code if code is not None else -9)
+            detail = f"Runtime exited with error: {reason}"
+            return _Failure("crash", "failure", "Runtime.ExitError", detail)
+        dead = env.dead_extension()
+        if dead is not None:
+            name, process = dead
+            code = process.returncode
+            reason = exit_reason(code if code is not None else -9)
+            # NOTE(extension-crash): Lambda's exact wording for this is not
+            # published; the type is, and the message follows the runtime's.
+            detail = f"Extension {name} exited with error: {reason}"
+            return _Failure("crash", "failure", "Extension.Crash", detail)
+        if env.extensions.failed.done():
+            failed = env.extensions.failed.result()
+            detail = f"Extension {failed.name} reported {failed.reported}"
+            return _Failure("error", "failure", failed.error_type, detail)
+        return None
+
+    def _timeout(self) -> _Failure:
+        detail = f"Task timed out after {self._config.timeout:.2f} seconds"
+        return _Failure("timeout", "timeout", "Sandbox.Timedout", detail)
 
     def _report(
         self,
         invocation: Invocation,
-        env: Environment | None,
+        env: Environment,
         cold: bool,
         outcome: _Outcome,
     ) -> None:
@@ -306,14 +588,14 @@ class Sandbox:
             self._reporter.start(invocation.request_id)
             duration = outcome.ended_at - invocation.dispatched_at
 
-        init_duration: float | None = None
         memory = 0
-        if env is not None:
-            env.process.sample_memory()
-            memory = env.process.peak_rss_mb
-            if cold:
-                init_ended_at = env.init_ended_at or outcome.ended_at
-                init_duration = (init_ended_at - env.launched_at) * 1000
+        if env.runtime is not None:
+            env.runtime.sample_memory()
+            memory = env.runtime.peak_rss_mb
+        init_duration: float | None = None
+        if cold:
+            init_ended_at = env.init_ended_at or outcome.ended_at
+            init_duration = (init_ended_at - env.launched_at) * 1000
 
         error_type = outcome.error_type
         self._reporter.end(
@@ -330,11 +612,46 @@ class Sandbox:
             )
         )
 
-    async def _reset(self) -> None:
-        """Forget the environment and kill its process (SIGKILL, no budget)."""
-        env = self.slot.detach()
+    # -- the end of an environment -----------------------------------------
+
+    async def _reset(self, reason: ShutdownReason) -> None:
+        """End the environment after a failure; the temporary directory stays."""
+        await self._shutdown(reason)
+
+    async def _shutdown(
+        self, reason: ShutdownReason, budget_ms: float | None = None
+    ) -> None:
+        env, self._env = self._env, None
         if env is not None:
-            await env.process.kill()
+            try:
+                record = await shut_down(env, reason, budget_ms)
+            finally:
+                # The slot forgets the runtime only now: one draining after
+                # SIGTERM keeps its /next open, as on Lambda.
+                self.slot.detach()
+                env.extensions.release_all()
+                self._extensions = None
+            self.shutdowns.append(record)
+        if reason == "spindown":
+            self._remove_tmpdir()
+
+    def _ensure_tmpdir(self) -> str:
+        if self.tmpdir is None:
+            self.tmpdir = tempfile.mkdtemp(prefix="statefulrt-sandbox-")
+        return self.tmpdir
+
+    def _remove_tmpdir(self) -> None:
+        tmpdir, self.tmpdir = self.tmpdir, None
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _abandon(job: Invocation | _Job) -> None:
+    """Answer a job the emulator closed under."""
+    if isinstance(job, Invocation):
+        job.settle(_shutdown_answer())
+    elif not job.done.done():
+        job.done.set_exception(RuntimeError("the emulator was closed first"))
 
 
 def _shutdown_answer() -> Answer:

@@ -21,16 +21,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from dataclasses import dataclass, field
 
 import orjson
 
+from ._environment import Environment
 from ._invocation import Answer, Invocation
+from ._poll import Poll
 from ._report import Reporter
-from ._supervisor import RuntimeProcess
 from ._wire import MAX_PAYLOAD_BYTES, RuntimeAPIError, error_payload
 
-__all__ = ["Environment", "RuntimeSlot", "RuntimeState"]
+__all__ = ["RuntimeSlot", "RuntimeState"]
 
 
 class RuntimeState(enum.Enum):
@@ -43,61 +43,6 @@ class RuntimeState(enum.Enum):
     RESPONSE_SENT = "RuntimeResponseSentState"
 
 
-def _future() -> asyncio.Future[None]:
-    return asyncio.get_running_loop().create_future()
-
-
-def _error_future() -> asyncio.Future[str]:
-    return asyncio.get_running_loop().create_future()
-
-
-@dataclass(eq=False)
-class Environment:
-    """One runtime process and how far its init has come.
-
-    ``ready`` resolves at the first ``/next``; ``init_error`` resolves with
-    the reported error type when the runtime posts ``/init/error``.
-    """
-
-    process: RuntimeProcess
-    launched_at: float
-    ready: asyncio.Future[None] = field(default_factory=_future)
-    init_error: asyncio.Future[str] = field(default_factory=_error_future)
-    init_ended_at: float | None = None
-
-    def end_init(self) -> None:
-        if not self.ready.done() and not self.init_error.done():
-            self.init_ended_at = asyncio.get_running_loop().time()
-            self.ready.set_result(None)
-
-    def fail_init(self, error_type: str) -> None:
-        if not self.ready.done() and not self.init_error.done():
-            self.init_ended_at = asyncio.get_running_loop().time()
-            self.init_error.set_result(error_type)
-
-
-@dataclass(eq=False)
-class _Poll:
-    """A ``/next`` request waiting for an event; ``None`` tells it to give up."""
-
-    future: asyncio.Future[Invocation | None]
-    transport: asyncio.BaseTransport | None
-
-    @property
-    def stale(self) -> bool:
-        # The runtime that sent it is gone (killed, or it hung up) even if
-        # its handler has not been cancelled yet.
-        return self.transport is None or self.transport.is_closing()
-
-    @property
-    def live(self) -> bool:
-        return not self.future.done() and not self.stale
-
-    def release(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
-
-
 class RuntimeSlot:
     """One runtime poller's conversation with the Runtime API."""
 
@@ -108,7 +53,7 @@ class RuntimeSlot:
         self.env: Environment | None = None
         self.current: Invocation | None = None
         self._pending: Invocation | None = None
-        self._poll: _Poll | None = None
+        self._poll: Poll[Invocation] | None = None
 
     # -- driven by the sandbox ---------------------------------------------
 
@@ -117,7 +62,7 @@ class RuntimeSlot:
         self.env = env
         if self.state is RuntimeState.READY and self._poll and self._poll.live:
             # The runtime polled /next before its spawn() call returned.
-            env.end_init()
+            env.end_runtime_init()
 
     def detach(self) -> Environment | None:
         """Reset to ``Started`` and hand back the environment to be killed."""
@@ -135,7 +80,7 @@ class RuntimeSlot:
         poll, self._poll = self._poll, None
         if poll is not None and poll.live:
             self._hand_out(invocation)
-            poll.future.set_result(invocation)
+            poll.deliver(invocation)
             return
         if poll is not None:
             poll.release()
@@ -153,8 +98,8 @@ class RuntimeSlot:
     def _sample_memory(self) -> None:
         # Peak memory can only be read from a live process, so every call
         # the runtime makes is a chance to read it before a crash hides it.
-        if self.env is not None:
-            self.env.process.sample_memory()
+        if self.env is not None and self.env.runtime is not None:
+            self.env.runtime.sample_memory()
 
     # -- driven by the runtime ---------------------------------------------
 
@@ -171,7 +116,7 @@ class RuntimeSlot:
 
         # Polling again is what ends init, or ends the previous invocation.
         if self.state is RuntimeState.STARTED and self.env is not None:
-            self.env.end_init()
+            self.env.end_runtime_init()
         if self.state is RuntimeState.RESPONSE_SENT and self.current is not None:
             self.current.finished.set_result(None)
         self.state = RuntimeState.READY
@@ -181,11 +126,9 @@ class RuntimeSlot:
             self._hand_out(pending)
             return pending
 
-        future: asyncio.Future[Invocation | None]
-        future = asyncio.get_running_loop().create_future()
-        poll = self._poll = _Poll(future, transport)
+        poll = self._poll = Poll.open(transport)
         try:
-            invocation = await future
+            invocation = await poll.future
         finally:
             if self._poll is poll:
                 self._poll = None
@@ -253,13 +196,12 @@ class RuntimeSlot:
         self.state = RuntimeState.INIT_ERROR
         self._sample_memory()
 
-        # Lambda serves the init error as the result of the pending invoke.
+        # Lambda serves the init error as the result of the pending invoke;
+        # the sandbox hands it to that caller.
         payload = error_payload(body, error_type)
-        if self.current is not None:
-            self.current.settle(Answer(payload, function_error="Unhandled"))
         if self.env is not None:
             reported = error_type or orjson.loads(payload).get("errorType")
-            self.env.fail_init(str(reported or "Runtime.Unknown"))
+            self.env.fail_init(str(reported or "Runtime.Unknown"), payload)
 
     def _claim(self, request_id: str, target: str) -> Invocation:
         invocation = self.current
