@@ -12,7 +12,7 @@ comparison (``benchmarks/`` measures them side by side):
 from __future__ import annotations
 
 import asyncio
-import platform
+import sys
 from typing import TYPE_CHECKING, Protocol
 
 from . import _wire as wire
@@ -26,7 +26,9 @@ from ._version import __version__
 if TYPE_CHECKING:
     import aiohttp
 
-USER_AGENT = f"statefulrt/{__version__} python/{platform.python_version()}"
+# sys.version_info, not platform.python_version(): platform costs an import
+_PYTHON = ".".join(str(part) for part in sys.version_info[:3])
+USER_AGENT = f"statefulrt/{__version__} python/{_PYTHON}"
 
 _BASE = f"/{wire.API_VERSION}/runtime"
 _JSON = "application/json"

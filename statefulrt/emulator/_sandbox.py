@@ -123,6 +123,7 @@ class Sandbox:
         self._getter: asyncio.Task[Invocation | _Job] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._current: Invocation | _Job | None = None
+        self._between_jobs = asyncio.Event()
         self._forced: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -166,6 +167,15 @@ class Sandbox:
     async def close(self) -> None:
         """Stop serving, answer everyone still waiting, spin the environment down."""
         self._closed = True
+        current = self._current
+        if isinstance(current, Invocation) and current.answered:
+            # Its caller has the answer: let it end (and report) by itself,
+            # within its deadline, as Lambda never spins down a busy sandbox.
+            remaining = current.deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._between_jobs.wait(), max(0.0, remaining))
+            except TimeoutError:
+                pass
         if self._worker is not None:
             self._worker.cancel()
             # wait() rather than await: the worker's CancelledError is the
@@ -271,6 +281,7 @@ class Sandbox:
     async def _work(self) -> None:
         while True:
             job = self._current = await self._next_job()
+            self._between_jobs.clear()
             try:
                 if isinstance(job, Invocation):
                     await self._serve_safely(job)
@@ -281,6 +292,7 @@ class Sandbox:
             # Not cleared on cancellation: close() answers that caller.
             self._current = None
             self._forced = None
+            self._between_jobs.set()
 
     async def _next_job(self) -> Invocation | _Job:
         """The next job; meanwhile watch the idle environment."""

@@ -1,0 +1,257 @@
+"""The lean HTTP/1.1 client against a raw server that sends scripted bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+import pytest_asyncio
+
+from statefulrt._http import (
+    ConnectionLost,
+    HttpConnection,
+    HttpResponse,
+    StreamConnection,
+    parse_head,
+)
+
+Connection = HttpConnection | StreamConnection
+EVENT = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Lambda-Runtime-Aws-Request-Id: r-1\r\n"
+    b"Lambda-Runtime-Trace-Id: Root=1-AbC;Sampled=1\r\n"
+    b"Content-Length: 7\r\n\r\n"
+    b'{"a":1}'
+)
+ACCEPTED = b'HTTP/1.1 202 Accepted\r\nContent-Length: 15\r\n\r\n{"status":"OK"}'
+
+
+@dataclass
+class ScriptedServer:
+    """Answers each whole request with the next scripted reply, in pieces."""
+
+    replies: list[list[bytes]] = field(default_factory=list)  # pieces per reply
+    requests: list[bytes] = field(default_factory=list)
+    connections: int = 0
+    close_after: bool = False  # close the connection after each reply
+    port: int = 0
+
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.connections += 1
+        try:
+            while self.replies:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                self.requests.append(head + await reader.readexactly(length))
+                for piece in self.replies.pop(0):
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0.001)
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest_asyncio.fixture
+async def server() -> AsyncIterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    listener = await asyncio.start_server(scripted.handle, "127.0.0.1", 0)
+    scripted.port = listener.sockets[0].getsockname()[1]
+    try:
+        yield scripted
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+KINDS: list[Callable[[str, int], Connection]] = [
+    lambda host, port: HttpConnection(host, port, user_agent="test/1"),
+    lambda host, port: StreamConnection(host, port, user_agent="test/1"),
+]
+
+
+@pytest.fixture(params=KINDS, ids=["protocol", "streams"])
+def connect(
+    request: pytest.FixtureRequest, server: ScriptedServer
+) -> Callable[[], Connection]:
+    kind: Callable[[str, int], Connection] = request.param
+    return lambda: kind("127.0.0.1", server.port)
+
+
+def byte_by_byte(data: bytes) -> list[bytes]:
+    return [data[index : index + 1] for index in range(len(data))]
+
+
+async def test_http_response_in_one_piece(
+    server: ScriptedServer, connect: Callable[[], Connection]
+) -> None:
+    server.replies = [[EVENT]]
+    connection = connect()
+    response = await connection.request("GET", "/next")
+    connection.close()
+    assert response == HttpResponse(
+        200,
+        {
+            "content-type": "application/json",
+            "lambda-runtime-aws-request-id": "r-1",
+            "lambda-runtime-trace-id": "Root=1-AbC;Sampled=1",
+            "content-length": "7",
+        },
+        b'{"a":1}',
+    )
+    assert server.requests == [
+        b"GET /next HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: test/1\r\n\r\n"
+        % server.port
+    ]
+
+
+async def test_http_response_byte_by_byte(
+    server: ScriptedServer, connect: Callable[[], Connection]
+) -> None:
+    server.replies = [byte_by_byte(EVENT)]
+    connection = connect()
+    response = await connection.request("GET", "/next")
+    connection.close()
+    assert response.status == 200
+    assert response.headers["lambda-runtime-aws-request-id"] == "r-1"
+    assert response.body == b'{"a":1}'
+
+
+async def test_http_keep_alive_reuses_one_connection(
+    server: ScriptedServer, connect: Callable[[], Connection]
+) -> None:
+    server.replies = [[EVENT], [ACCEPTED], [EVENT]]
+    connection = connect()
+    first = await connection.request("GET", "/next")
+    posted = await connection.request(
+        "POST", "/r-1/response", b"null", {"Content-Type": "application/json"}
+    )
+    second = await connection.request("GET", "/next")
+    connection.close()
+    assert (first.status, posted.status, second.status) == (200, 202, 200)
+    assert posted.body == b'{"status":"OK"}'
+    assert server.connections == 1
+    assert server.requests[1].endswith(
+        b"Content-Type: application/json\r\nContent-Length: 4\r\n\r\nnull"
+    )
+
+
+async def test_http_large_body_both_ways(
+    server: ScriptedServer, connect: Callable[[], Connection]
+) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB, above the single-write limit
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    server.replies = [[reply[:1000], reply[1000:70_000], reply[70_000:]]]
+    connection = connect()
+    response = await connection.request("POST", "/big", body)
+    connection.close()
+    assert response.body == body
+    assert server.requests[0].endswith(b"\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("trailers", [b"", b"X-Checksum: 1\r\n"])
+async def test_http_chunked_body(
+    server: ScriptedServer, connect: Callable[[], Connection], trailers: bytes
+) -> None:
+    reply = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nWiki\r\n6;ext=1\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\n"
+        + trailers
+        + b"\r\n"
+    )
+    server.replies = [byte_by_byte(reply), [ACCEPTED]]
+    connection = connect()
+    response = await connection.request("GET", "/chunked")
+    after = await connection.request("GET", "/after")
+    connection.close()
+    assert response.body == b"Wikipedia in \r\n\r\nchunks."
+    assert after.status == 202
+    assert server.connections == 1
+
+
+async def test_http_connection_close_reconnects(
+    server: ScriptedServer, connect: Callable[[], Connection]
+) -> None:
+    server.close_after = True
+    closing = b"HTTP/1.1 202 Accepted\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    server.replies = [[closing], [EVENT]]
+    connection = connect()
+    first = await connection.request("POST", "/one", b"1")
+    second = await connection.request("GET", "/next")
+    connection.close()
+    assert (first.status, second.status) == (202, 200)
+    assert server.connections == 2
+
+
+async def test_http_closed_mid_response_is_connection_lost(
+    server: ScriptedServer, connect: Callable[[], Connection]
+) -> None:
+    server.close_after = True
+    server.replies = [[EVENT[:40]], [EVENT]]
+    connection = connect()
+    with pytest.raises(ConnectionLost):
+        await connection.request("GET", "/next")
+    retried = await connection.request("GET", "/next")
+    connection.close()
+    assert retried.headers["lambda-runtime-aws-request-id"] == "r-1"
+    assert server.connections == 2
+
+
+async def test_http_malformed_status_line_is_connection_lost(
+    server: ScriptedServer, connect: Callable[[], Connection]
+) -> None:
+    server.replies = [[b"SPDY/3 200 OK\r\nContent-Length: 0\r\n\r\n"]]
+    connection = connect()
+    with pytest.raises(ConnectionLost, match="malformed"):
+        await connection.request("GET", "/next")
+    connection.close()
+
+
+async def test_http_nothing_listening_is_connection_lost() -> None:
+    listener = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()
+    connection = HttpConnection("127.0.0.1", port, user_agent="test/1")
+    with pytest.raises(ConnectionLost, match="cannot connect"):
+        await connection.request("GET", "/next")
+
+
+async def test_http_cancelled_request_closes_the_connection(
+    server: ScriptedServer,
+) -> None:
+    server.replies = [[EVENT[:10]], [EVENT]]
+    connection = HttpConnection("127.0.0.1", server.port, user_agent="test/1")
+    request = asyncio.create_task(connection.request("GET", "/next"))
+    await asyncio.sleep(0.05)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    response = await connection.request("GET", "/next")
+    connection.close()
+    assert response.status == 200
+    assert server.connections == 2
+
+
+def test_http_parse_head_keeps_value_case_and_lowers_names() -> None:
+    status, headers = parse_head(
+        b"HTTP/1.1 404 Not Found\r\nX-Amzn-Trace: Root=AbC\r\nEmpty:\r\nno colon"
+    )
+    assert status == 404
+    assert headers == {"x-amzn-trace": "Root=AbC", "empty": ""}
+
+
+def test_http_parse_head_refuses_a_non_http_status_line() -> None:
+    with pytest.raises(ValueError, match="malformed status line"):
+        parse_head(b"ICY 200 OK")
