@@ -14,6 +14,7 @@ from ._exceptions import (
     FlushError,
     HandlerError,
     HandlerLoadError,
+    ResourceUnavailable,
     RuntimeApiError,
     RuntimeApiUnavailable,
     StatefulRuntimeError,
@@ -21,6 +22,7 @@ from ._exceptions import (
 from ._flush import Flush, FlushPolicy
 from ._handler import StatefulHandler, flush_hook
 from ._invocation import Context
+from ._metrics import InvocationKind, LifecycleMetrics
 from ._resources import Resource, Resources
 from ._state import Buffer, Counter, State
 from ._streaming import HttpStreamingResponse, ResponseStream, StreamingResponse
@@ -38,7 +40,10 @@ __all__ = [
     "HandlerError",
     "HandlerLoadError",
     "HttpStreamingResponse",
+    "InvocationKind",
+    "LifecycleMetrics",
     "Resource",
+    "ResourceUnavailable",
     "Resources",
     "ResponseStream",
     "RuntimeApiError",

@@ -9,6 +9,7 @@ The tree::
     │                               Lambda error type: Runtime.ImportModuleError, ...)
     ├── RuntimeApiError             the Lambda Runtime API answered with an error status
     │   └── RuntimeApiUnavailable   the Runtime API could not be reached after retries
+    ├── ResourceUnavailable         a resource could not be reopened after a freeze
     └── FlushError                  a flush hook failed; its data stays buffered
 
 Errors raised by user code are never wrapped: they are reported to Lambda as
@@ -22,6 +23,7 @@ __all__ = [
     "FlushError",
     "HandlerError",
     "HandlerLoadError",
+    "ResourceUnavailable",
     "RuntimeApiError",
     "RuntimeApiUnavailable",
     "StatefulRuntimeError",
@@ -68,6 +70,14 @@ class RuntimeApiError(StatefulRuntimeError):
 
 class RuntimeApiUnavailable(StatefulRuntimeError):
     """The Runtime API stayed unreachable through every retry."""
+
+
+class ResourceUnavailable(StatefulRuntimeError):
+    """A resource failed its check and could not be reopened.
+
+    The invocation that needed it fails with ``Runtime.ResourceUnavailable``;
+    the next one tries to reopen it again.
+    """
 
 
 class FlushError(StatefulRuntimeError):

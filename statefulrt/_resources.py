@@ -13,6 +13,7 @@ import time
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ._diagnostic import describe
+from ._exceptions import ResourceUnavailable
 from ._log import runtime_logger
 
 # A sandbox idle (frozen) longer than this has its resources validated before
@@ -42,6 +43,7 @@ class Resources:
     def __init__(self, revalidate_after: float = REVALIDATE_AFTER) -> None:
         self.revalidate_after = revalidate_after
         self._open: dict[str, Resource] = {}
+        self._broken: set[str] = set()  # closed, and reopening them failed
         self._last_used = time.monotonic()
         self.reopened = 0
 
@@ -90,7 +92,9 @@ class Resources:
         now = time.monotonic() if now is None else now
         idle = now - self._last_used
         self._last_used = now
-        if idle < self.revalidate_after or not self._open:
+        for name in sorted(self._broken):
+            await self._reopen(name)
+        if idle < self.revalidate_after:
             return
         for name, resource in self._open.items():
             try:
@@ -109,8 +113,20 @@ class Resources:
                 await resource.close()
             except Exception as exc:
                 runtime_logger.debug("closing %s failed: %s", name, describe(exc))
-            await resource.open()
-            self.reopened += 1
+            await self._reopen(name)
+
+    async def _reopen(self, name: str) -> None:
+        try:
+            await self._open[name].open()
+        except Exception as exc:
+            # the invocation fails with a clear error; the next one tries again
+            self._broken.add(name)
+            raise ResourceUnavailable(
+                f"resource {name!r} could not be reopened: "
+                f"{type(exc).__name__}: {describe(exc)}"
+            ) from exc
+        self._broken.discard(name)
+        self.reopened += 1
 
     def after_invoke(self, now: float | None = None) -> None:
         self._last_used = time.monotonic() if now is None else now

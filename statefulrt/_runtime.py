@@ -32,7 +32,12 @@ from . import _wire as wire
 from ._client import USER_AGENT, RuntimeApiClient
 from ._config import RuntimeConfig
 from ._diagnostic import ErrorPayload, describe
-from ._exceptions import HandlerLoadError, RuntimeApiError, RuntimeApiUnavailable
+from ._exceptions import (
+    HandlerLoadError,
+    ResourceUnavailable,
+    RuntimeApiError,
+    RuntimeApiUnavailable,
+)
 from ._extensions import InternalExtension
 from ._flush import Flusher
 from ._handler import HandlerAdapter, StatefulHandler, active_state
@@ -302,7 +307,6 @@ class Runtime:
         try:
             if stateful is not None:
                 idle = stateful.resources.idle_seconds()
-                await stateful.resources.before_invoke()
                 if stateful.metrics is not None:
                     stateful.metrics.invocation(
                         "cold"
@@ -347,6 +351,20 @@ class Runtime:
                 ),
             )
             return
+
+        if self.adapter.stateful is not None:
+            try:
+                await self.adapter.stateful.resources.before_invoke()
+            except ResourceUnavailable as exc:
+                await self._fail(
+                    request_id,
+                    ErrorPayload(
+                        error_type=wire.ErrorType.RESOURCE_UNAVAILABLE,
+                        error_message=describe(exc),
+                        request_id=request_id,
+                    ),
+                )
+                return
 
         try:
             event = decode_event(invocation.body, invocation.content_type)

@@ -50,3 +50,4 @@ class ErrorType:
     RESPONSE_TOO_LARGE: Final = "Function.ResponseSizeTooLarge"
     BACKPRESSURE: Final = "Runtime.Backpressure"
     FLUSH_FAILED: Final = "Runtime.FlushFailed"
+    RESOURCE_UNAVAILABLE: Final = "Runtime.ResourceUnavailable"

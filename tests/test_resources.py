@@ -83,3 +83,40 @@ async def test_resources_reach_handler_through_context_and_close_at_shutdown(
     async with running(api, WithDb()):
         assert (await api.answer(api.push({}))).json() == "db"
     assert log == ["open db", "handler close", "close db"]
+
+
+async def test_resources_failed_reopen_fails_the_invocation_not_the_runtime(
+    api: FakeRuntimeApi,
+) -> None:
+    log: list[str] = []
+    probe = Probe(log, "db")
+    refuse = [True]
+
+    class Flaky(StatefulHandler):
+        async def init(self) -> None:
+            self.resources.revalidate_after = 0.0  # check before every invocation
+            await self.resources.open("db", probe)
+
+        async def handle(self, event: Any, context: Context) -> Any:
+            return "served"
+
+    async def open_fails() -> None:
+        if refuse[0]:
+            raise ConnectionRefusedError("database restarting")
+        log.append("reopened")
+        probe.healthy = True
+
+    async with running(api, Flaky()):
+        assert (await api.answer(api.push({}))).json() == "served"
+        probe.healthy = False
+        probe.open = open_fails  # type: ignore[method-assign]
+        failed = (await api.answer(api.push({}))).json()
+        refuse[0] = False
+        assert (await api.answer(api.push({}))).json() == "served"
+
+    assert failed["errorType"] == "Runtime.ResourceUnavailable"
+    assert failed["errorMessage"] == (
+        "resource 'db' could not be reopened: "
+        "ConnectionRefusedError: database restarting"
+    )
+    assert "reopened" in log
