@@ -229,7 +229,16 @@ async def run(bench: Bench) -> Section:
             f"{above['statefulrt (def)']:.1f} us, awslambdaric {above[ric]:.1f} us"
         )
 
-    section.samples = {
+    section.samples = samples(runs)
+    section.plot = lambda path: plot_cdfs(
+        path, runs, [c.name for c in lineup], bench.placements, TITLE
+    )
+    return section
+
+
+def samples(runs: list[WarmRun]) -> dict[str, Any]:
+    """Every interval of every run, for ``results/raw/``."""
+    return {
         "intervals_us": [
             {
                 "contender": r.contender,
@@ -240,10 +249,6 @@ async def run(bench: Bench) -> Section:
             for r in runs
         ]
     }
-    section.plot = lambda path: plot_cdfs(
-        path, runs, [c.name for c in lineup], bench.placements, TITLE
-    )
-    return section
 
 
 def plot_cdfs(

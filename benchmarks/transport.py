@@ -17,7 +17,7 @@ from typing import Any
 
 from .contenders import Contender, statefulrt
 from .figures import Section, Table, median
-from .overhead import Plan, alternate, plot_cdfs, round_ratios, summary
+from .overhead import Plan, alternate, plot_cdfs, round_ratios, samples, summary
 from .registry import Bench
 
 TITLE = "statefulrt transports, async def no-op handler"
@@ -78,6 +78,7 @@ async def run(bench: Bench) -> Section:
                 f"{DEFAULT} ({figures[fastest]['x_default']:.2f}x)"
             )
 
+    section.samples = samples(runs)
     section.plot = lambda path: plot_cdfs(
         path, runs, list(TRANSPORTS), bench.placements, TITLE
     )

@@ -1,17 +1,19 @@
 """``TimelapseHandler``: one S3 photo per invocation in, HLS video out.
 
 Per process (construction and ``init``): read the TIMELAPSE_* settings, open
-the sink, resume from the playlist already there, and open the H.264 encoder,
-which then stays open across warm invocations.
+the sink (a folder, or an ``s3://`` bucket whose client then lives across warm
+invocations), resume from the playlist already there, and open the H.264
+encoder, which also stays open across warm invocations.
 
 Per invocation (``handle``): decode the JPEG each S3 record names, encode it as
 one frame, buffer the packet. The response goes out before anything is written.
 
 Per segment (``flush``, after the response, every N frames): mux the buffered
-packets into one MPEG-TS segment and store it; then ``write_playlist`` lists it
-in ``playlist.m3u8``. The playlist is written only after its segment exists,
-so it never names a missing file; a flush that fails keeps its frames buffered
-and is retried with the same frames, landing on the same segment key.
+packets into one MPEG-TS segment and store it once under a key named after its
+first frame; then ``write_playlist`` lists it in ``playlist.m3u8``. The
+playlist is written only after its segment exists, so it never names a missing
+file; a flush that fails keeps its frames buffered and is retried with the same
+frames, landing on the same segment key with the same bytes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from statefulrt import Context, Flush, FlushPolicy, StatefulHandler, flush_hook
-from statefulrt_sinks import LocalDirectorySink, MissingKeyError, Sink, validate_key
+from statefulrt_sinks import (
+    ConflictError,
+    ExactlyOnceSink,
+    MissingKeyError,
+    Sink,
+    sink_from_url,
+    validate_key,
+)
 
 from ._log import logger
 from .config import TimelapseConfig
@@ -73,19 +82,16 @@ class TimelapseHandler(StatefulHandler):
     ) -> None:
         """Read the TIMELAPSE_* settings from ``environ`` (``os.environ``).
 
-        ``sink`` defaults to a LocalDirectorySink at TIMELAPSE_OUTPUT.
+        ``sink`` replaces the one TIMELAPSE_OUTPUT names (tests pass one); it
+        stays the caller's to close. The sink ``init`` makes from the
+        settings is a resource of this handler, closed at shutdown.
         """
         super().__init__()
         # The runtime builds this instance during its init phase and reads
         # the flush policy before init() runs (a journal replay needs it), so
         # the settings that shape the policy are read here, not in init().
         config = TimelapseConfig.from_env(os.environ if environ is None else environ)
-        # TODO(runtime): StatefulHandler types flush_policy as a ClassVar, but
-        # this handler's N comes from the environment. Drop the ignore once
-        # the runtime accepts a per-instance policy in its types.
-        self.flush_policy = FlushPolicy(  # type: ignore[misc]
-            every=config.segment_frames, on_shutdown=True
-        )
+        self.flush_policy = FlushPolicy(every=config.segment_frames, on_shutdown=True)
         self.config = config
         self._sink = sink
         self._encoder: SegmentEncoder | None = None
@@ -102,7 +108,9 @@ class TimelapseHandler(StatefulHandler):
     async def init(self) -> None:
         config = self.config
         if self._sink is None:
-            self._sink = LocalDirectorySink(config.output)
+            # The raw string: sink_from_url tells a folder from s3://bucket/prefix.
+            sink = sink_from_url(config.output, endpoint_url=config.s3_endpoint)
+            self._sink = await self.resources.open("sink", sink)
 
         # Resume: a new process continues the video the sink already holds,
         # with timestamps that carry on from its last frame, or from the last
@@ -122,11 +130,13 @@ class TimelapseHandler(StatefulHandler):
         )
         logger.info(
             "timelapse encoder open: %dx%d at %d fps, %d frames per segment, "
-            "resuming after %d segments and %d buffered frames at frame %d",
+            "writing to %r, resuming after %d segments and %d buffered frames "
+            "at frame %d",
             config.width,
             config.height,
             config.fps,
             config.segment_frames,
+            self._sink,
             len(self._playlist),
             len(replayed),
             first_pts,
@@ -181,10 +191,9 @@ class TimelapseHandler(StatefulHandler):
             packets, fps=config.fps, width=config.width, height=config.height
         )
         key = segment_key(packets)
-        if await self._already_stored(key, data):
+        if not await self._store_segment(key, data):
             logger.info("segment %s already stored; not writing it again", key)
             return
-        await self._require_sink().put(key, data, content_type=_TS_TYPE)
         logger.info(
             "segment %s written: %d frames, %d bytes, %.1f ms (flush %s, %s)",
             key,
@@ -204,12 +213,16 @@ class TimelapseHandler(StatefulHandler):
             return
 
         # Hooks run in order and stop at the first failure, so reaching this
-        # point means the segment is in the sink: listing it is safe.
+        # point means the segment is in the sink: listing it is safe. A sink
+        # that can checks again before the playlist names it.
+        added: list[str] = []
         if packets:
-            self._playlist.add(segment_key(packets), len(packets) / self.config.fps)
+            key = segment_key(packets)
+            self._playlist.add(key, len(packets) / self.config.fps)
+            added.append(key)
         if ending:
             self._playlist.ended = True
-        await self._write_playlist()
+        await self._write_playlist(requires=added)
 
     async def close(self) -> None:
         # Packets still inside the encoder would be frames never acknowledged
@@ -253,22 +266,41 @@ class TimelapseHandler(StatefulHandler):
             return HlsPlaylist()
         return HlsPlaylist.parse(text)
 
-    async def _write_playlist(self) -> None:
+    async def _write_playlist(self, *, requires: Sequence[str] = ()) -> None:
+        """Write the playlist; ``requires`` are the segments this version adds."""
         body = self._playlist.render().encode("utf-8")
-        await self._require_sink().put(PLAYLIST_KEY, body, content_type=_M3U8_TYPE)
+        sink = self._require_sink()
+        if isinstance(sink, ExactlyOnceSink):
+            await sink.put_manifest(
+                PLAYLIST_KEY, body, requires=requires, content_type=_M3U8_TYPE
+            )
+        else:
+            await sink.put(PLAYLIST_KEY, body, content_type=_M3U8_TYPE)
 
-    async def _already_stored(self, key: str, data: bytes) -> bool:
-        """Whether ``key`` already holds ``data`` (a retried flush).
+    async def _store_segment(self, key: str, data: bytes) -> bool:
+        """Store segment ``key`` once; False if it already held ``data``.
 
-        A key holding other bytes is either a leftover of a batch that was
-        lost before the playlist listed it, which is safe to replace, or a
-        listed segment, which is not.
+        Already holding ``data`` is how a retried flush finds the write of an
+        earlier attempt. A key holding other bytes is either a leftover of a
+        batch that was lost before the playlist listed it (a process that died
+        with its journal), which is safe to replace, or a listed segment,
+        which is not.
         """
         sink = self._require_sink()
-        if not await sink.exists(key):
-            return False
-        if await sink.get(key) == data:
+        if isinstance(sink, ExactlyOnceSink):
+            # Created at most once, by a conditional write where the store
+            # has one (S3's If-None-Match), so two attempts never both write.
+            try:
+                return await sink.put_once(key, data, content_type=_TS_TYPE)
+            except ConflictError:
+                pass
+        elif not await sink.exists(key):
+            await sink.put(key, data, content_type=_TS_TYPE)
             return True
+        elif await sink.get(key) == data:
+            return False
+
+        # Other bytes are stored at the key.
         if key in self._playlist:
             raise SegmentConflictError(
                 f"segment {key} is already listed in {PLAYLIST_KEY} with different "
@@ -276,7 +308,8 @@ class TimelapseHandler(StatefulHandler):
                 "writer its own TIMELAPSE_OUTPUT"
             )
         logger.warning("replacing %s, a segment no playlist lists", key)
-        return False
+        await sink.put(key, data, content_type=_TS_TYPE)
+        return True
 
     def _read_photo(self, ref: S3ObjectRef) -> npt.NDArray[np.uint8]:
         """Read and decode the JPEG at ``ref``, fitted to the output size."""

@@ -1,8 +1,11 @@
 """A local emulator of the Lambda service for runtimes and their tests.
 
-It serves the RIE-compatible invoke endpoint and the Runtime API on loopback,
-starts the runtime process at the first invoke, enforces the timeout, reports
-crashes and init errors as Lambda does, and prints START/END/REPORT lines::
+It serves the RIE-compatible invoke endpoint, the Runtime API and the
+Extensions API on loopback, starts the runtime (and any external extensions)
+at the first invoke, enforces the timeout, reports crashes and init errors as
+Lambda does, freezes the sandbox between invocations if asked, ends it through
+Lambda's shutdown phase (SIGTERM and a budget once an extension registered,
+SIGKILL otherwise), and prints START/END/REPORT lines::
 
     async with Emulator([sys.executable, "-m", "awslambdaric", "app.handler"],
                         cwd=task_root, timeout=2) as emulator:

@@ -48,6 +48,9 @@ SHUTDOWN_REASONS: Final = ("spindown", "timeout", "failure")
 # official clients exit within milliseconds of the 202.
 _INIT_ERROR_EXIT_GRACE: Final = 0.5
 
+# How long close() lets an answered invocation take to end by itself.
+_CLOSE_GRACE: Final = 0.25
+
 
 @dataclass(frozen=True)
 class _Failure:
@@ -169,11 +172,13 @@ class Sandbox:
         self._closed = True
         current = self._current
         if isinstance(current, Invocation) and current.answered:
-            # Its caller has the answer: let it end (and report) by itself,
-            # within its deadline, as Lambda never spins down a busy sandbox.
+            # Its caller has the answer and the runtime is about to poll
+            # again: a moment's grace keeps its REPORT (Ctrl-C right after an
+            # answer). Longer post-response work is left to the SIGTERM.
             remaining = current.deadline - asyncio.get_running_loop().time()
+            grace = max(0.0, min(remaining, _CLOSE_GRACE))
             try:
-                await asyncio.wait_for(self._between_jobs.wait(), max(0.0, remaining))
+                await asyncio.wait_for(self._between_jobs.wait(), grace)
             except TimeoutError:
                 pass
         if self._worker is not None:
