@@ -12,13 +12,15 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._diagnostic import describe
-from ._journal import Replay
 from ._log import flush_logger
-from ._metrics import LifecycleMetrics
 from ._state import State
+
+if TYPE_CHECKING:
+    from ._journal import Replay
+    from ._metrics import LifecycleMetrics
 
 FlushReason = Literal["items", "bytes", "age", "shutdown", "manual", "sync", "replay"]
 FlushHook = Callable[["Flush"], Awaitable[None]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import decimal
 from typing import Any
 
 import orjson
@@ -33,6 +32,8 @@ def encode_result(result: Any) -> tuple[bytes, str]:
 
 
 def _default(value: Any) -> Any:
+    import decimal  # only results orjson cannot encode alone pay for it
+
     if isinstance(value, decimal.Decimal):
         if value.is_finite():
             # the exact digits, not a float's approximation

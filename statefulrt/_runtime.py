@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, MutableMapping
 from contextvars import ContextVar
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _snapstart as snapstart
 from . import _wire as wire
@@ -42,11 +42,9 @@ from ._extensions import InternalExtension
 from ._flush import Flusher
 from ._handler import HandlerAdapter, StatefulHandler, active_state
 from ._invocation import Context, Invocation, current_invocation
-from ._journal import Journal, journal_path
 from ._loader import load_handler
 from ._log import TRACE, invoke_logger, runtime_logger
 from ._marshal import decode_event, encode_result
-from ._metrics import LifecycleMetrics
 from ._state import State
 from ._streaming import StreamingResponse, as_streaming, post_stream
 
@@ -56,6 +54,9 @@ EXIT_API_FAILURE = 2
 
 # A flush must be expected to finish this long before the deadline to start.
 FLUSH_DEADLINE_MARGIN = 0.2
+
+if TYPE_CHECKING:
+    from ._metrics import LifecycleMetrics
 
 _SignalHandler = Callable[[int, FrameType | None], Any]
 
@@ -534,8 +535,8 @@ class Runtime:
             return
         if trace_id:
             self._environ[wire.TRACE_ENV] = trace_id
-        else:
-            self._environ.pop(wire.TRACE_ENV, None)
+        elif wire.TRACE_ENV in self._environ:
+            del self._environ[wire.TRACE_ENV]
 
     # -- shutdown ---------------------------------------------------------------
 
@@ -638,6 +639,8 @@ def open_state(
     """
     replay = None
     if handler.durability == "journal":
+        from ._journal import Journal, journal_path
+
         # one journal per function and handler class, in the sandbox's
         # temporary directory, which outlives a killed runtime
         journal = Journal(

@@ -42,6 +42,14 @@ def echo(event, context):
         "pid": os.getpid(),
     }
 
+HEAVY = ("aiohttp", "argparse", "statefulrt.emulator", "statefulrt._journal",
+         "statefulrt_timelapse", "statefulrt_sinks", "tempfile", "decimal", "av",
+         "numpy")
+
+def loaded_heavy(event, context):
+    import sys
+    return [name for name in HEAVY if name in sys.modules]
+
 async def async_echo(event, context):
     await asyncio.sleep(0.001)
     return {"async": event}
@@ -157,6 +165,12 @@ async def test_integration_cold_then_warm_with_context(app_dir: Path) -> None:
     assert one["pid"] == two["pid"]
     assert reports[0].init_duration_ms is not None
     assert reports[1].init_duration_ms is None
+
+
+async def test_integration_runtime_path_imports_nothing_heavy(app_dir: Path) -> None:
+    async with emulator(app_dir, "app.loaded_heavy") as emu:
+        result = await emu.invoke({})
+    assert result.json() == []
 
 
 async def test_integration_async_handler_and_module_entry(app_dir: Path) -> None:

@@ -83,15 +83,16 @@ class TimelapseConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TimelapseConfig:
         """Read the TIMELAPSE_* variables; raise naming the one that is wrong."""
-        width, height = _size(env.get(SIZE) or "640x360")
+        source_root = Path(_required(env, SOURCE_ROOT, "a local folder"))
         output = _required(env, OUTPUT, "a local folder or s3://bucket/prefix")
         endpoint = env.get(S3_ENDPOINT) or None
         # Checked here as well as in __post_init__, to name the variable.
         name, problem = _output_problem(output, endpoint)
         if problem:
             raise TimelapseConfigError(f"{name}: {problem}")
+        width, height = _size(env.get(SIZE) or "640x360")
         return cls(
-            source_root=Path(_required(env, SOURCE_ROOT, "a local folder")),
+            source_root=source_root,
             output=output,
             s3_endpoint=endpoint,
             segment_frames=_positive_int(env, SEGMENT_FRAMES, 30),

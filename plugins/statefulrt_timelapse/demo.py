@@ -3,14 +3,20 @@
 ``run_demo`` writes a sequence of camera-like photos into a folder that stands
 for an S3 bucket, starts the built-in Lambda emulator with
 ``TimelapseHandler``, sends one ``ObjectCreated:Put`` notification per photo
-over real HTTP, and then decodes the HLS video the handler wrote to check it
-holds every frame.
+over real HTTP, shuts the environment down as Lambda does (SIGTERM: the
+runtime flushes the last, partial segment and ends the playlist), and then
+decodes the HLS video the handler wrote to check it holds every frame.
 
 Layout under ``out``::
 
     photos/<bucket>/<prefix>/frame-000001.jpg   the "bucket"
     video/playlist.m3u8, video/segments/*.ts   the timelapse
     journal/                                   the runtime's journal ("/tmp")
+
+With ``output="s3://bucket/prefix"`` the handler writes the video to that
+bucket instead (``endpoint`` names an S3-compatible server such as moto; the
+bucket is created if missing), and ``video/`` holds the copy downloaded from
+it that the demo verified.
 """
 
 from __future__ import annotations
@@ -24,12 +30,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from statefulrt_sinks import LocalDirectorySink, MissingKeyError, sink_from_url
 
 from ._log import logger
 from .events import s3_put_event
 from .handler import PLAYLIST_KEY
 from .photos import PhotoSequence, write_photos
+from .playlist import HlsPlaylist
 from .verify import inspect_video
 
 __all__ = ["DemoError", "DemoResult", "run_demo"]
@@ -48,7 +58,11 @@ class DemoError(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class DemoResult:
-    """The figures the demo prints, as one JSON object."""
+    """The figures the demo prints, as one JSON object.
+
+    ``video`` is the local playlist that was decoded: the handler's own output
+    folder, or, for an ``s3://`` output, the copy downloaded from the bucket.
+    """
 
     frames_sent: int
     frames_in_video: int
@@ -71,12 +85,28 @@ async def run_demo(
     fps: int = 30,
     seed: int = 0,
     function_timeout: float = 10.0,
+    output: str | None = None,
+    endpoint: str | None = None,
 ) -> DemoResult:
-    """Run the whole timelapse through the emulator and report what came out."""
+    """Run the whole timelapse through the emulator and report what came out.
+
+    ``output`` (``s3://bucket/prefix``) sends the video to a bucket rather
+    than to ``out/video``; ``endpoint`` is the S3 server's URL when it is not
+    AWS. Credentials come from the environment as usual (moto takes any).
+    """
     if frames < 1:
         raise DemoError(f"frames must be at least 1, not {frames}")
     if segment_frames < 1:
         raise DemoError(f"segment_frames must be at least 1, not {segment_frames}")
+    if output is not None:
+        parts = urlsplit(output)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise DemoError(
+                f"output must look like s3://bucket/prefix, not {output!r}; "
+                "a local video goes under out"
+            )
+    elif endpoint is not None:
+        raise DemoError("endpoint applies to an s3:// output only; pass one too")
     out_dir = _prepare(Path(out))
     source = out_dir / "photos"
     video = out_dir / "video"
@@ -101,43 +131,39 @@ async def run_demo(
     ]
     logger.info("wrote %d photos under %s", frames, source / BUCKET)
 
-    # TODO(emulator-shutdown): Emulator.close() SIGKILLs the runtime, so the
-    # final partial segment (frames % segment_frames) is never flushed and
-    # frames_in_video falls short of frames_sent by that many. Call the
-    # emulator's graceful shutdown (SIGTERM, runtime drains) here once it
-    # exists; until then pick --frames as a multiple of --segment-frames.
-    if frames % segment_frames:
-        logger.warning(
-            "%d frames is not a multiple of %d: the last %d will not reach the "
-            "video until the emulator can shut the runtime down gracefully",
-            frames,
-            segment_frames,
-            frames % segment_frames,
-        )
+    env = {
+        "TIMELAPSE_SOURCE_ROOT": str(source),
+        "TIMELAPSE_OUTPUT": str(video),
+        "TIMELAPSE_SEGMENT_FRAMES": str(segment_frames),
+        "TIMELAPSE_FPS": str(fps),
+        "TIMELAPSE_SIZE": f"{width}x{height}",
+        "STATEFULRT_JOURNAL_DIR": str(journal),
+    }
+    if output is not None:
+        await _ensure_bucket(output, endpoint)
+        env["TIMELAPSE_OUTPUT"] = output
+        if endpoint is not None:
+            env["TIMELAPSE_S3_ENDPOINT"] = endpoint
 
     latencies = await _invoke_all(
-        events,
-        env={
-            "TIMELAPSE_SOURCE_ROOT": str(source),
-            "TIMELAPSE_OUTPUT": str(video),
-            "TIMELAPSE_SEGMENT_FRAMES": str(segment_frames),
-            "TIMELAPSE_FPS": str(fps),
-            "TIMELAPSE_SIZE": f"{width}x{height}",
-            "STATEFULRT_JOURNAL_DIR": str(journal),
-        },
-        cwd=out_dir,
-        function_timeout=function_timeout,
+        events, env=env, cwd=out_dir, function_timeout=function_timeout
     )
 
     # Decode what the function wrote, segment by segment, as a player would.
+    if output is not None:
+        await _download(output, endpoint, video)
+        logger.info("video in %s; downloaded to %s to check it", output, video)
     playlist = video / PLAYLIST_KEY
     if not playlist.exists():
         raise DemoError(
-            f"the function wrote no playlist at {playlist}: fewer than "
-            f"{segment_frames} frames were sent, or every flush failed "
+            f"the function wrote no playlist at {playlist}: every flush failed "
             "(see the runtime's log lines above)"
         )
     report = inspect_video(playlist)
+    if not report.ended:
+        logger.warning(
+            "%s has no #EXT-X-ENDLIST: the shutdown flush did not finish", playlist
+        )
     warm = latencies[1:]
     return DemoResult(
         frames_sent=frames,
@@ -172,10 +198,19 @@ async def _invoke_all(
                     f"{result.function_error}): {text}"
                 )
 
-        # The last segment is written after the last response: wait for the
-        # runtime to come back for the next event, which it does only once
-        # that flush is over.
+        # Then spin the environment down as Lambda does: SIGTERM, and the
+        # runtime's shutdown flush writes the last, partial segment and
+        # ends the playlist before the process exits.
         await emulator.wait_idle()
+        await emulator.shutdown()
+        ended = emulator.shutdowns[-1]
+        if (ended.signal, ended.exit_code) != ("SIGTERM", 0):
+            logger.warning(
+                "the runtime did not end cleanly at shutdown (%s, exit code %s): "
+                "frames still buffered may be missing from the video",
+                ended.signal,
+                ended.exit_code,
+            )
         reports = emulator.reports
         if reports and reports[0].init_duration_ms is not None:
             logger.info(
@@ -185,6 +220,75 @@ async def _invoke_all(
                 reports[-1].duration_ms,
             )
     return latencies
+
+
+async def _ensure_bucket(url: str, endpoint: str | None) -> None:
+    """Create the bucket ``url`` names unless it exists already."""
+    try:
+        from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
+        from aiobotocore.session import get_session  # type: ignore[import-untyped]
+        from botocore.exceptions import (  # type: ignore[import-untyped]
+            BotoCoreError,
+            ClientError,
+        )
+    except ImportError:
+        raise DemoError(
+            f"output {url} needs aiobotocore: pip install 'statefulrt[s3]'"
+        ) from None
+
+    bucket = urlsplit(url).netloc
+    # An endpoint like http://127.0.0.1:5000 cannot put the bucket in its
+    # host name: address it by path, as the sink does.
+    config = None if endpoint is None else AioConfig(s3={"addressing_style": "path"})
+    where = f"s3://{bucket}" + ("" if endpoint is None else f" at {endpoint}")
+    try:
+        async with get_session().create_client(
+            "s3", endpoint_url=endpoint, config=config
+        ) as s3:
+            try:
+                await s3.head_bucket(Bucket=bucket)
+                return
+            except ClientError as exc:
+                if _error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+            region = s3.meta.region_name
+            located: dict[str, Any] = {}
+            if region not in (None, "us-east-1", "aws-global"):
+                located["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            await s3.create_bucket(Bucket=bucket, **located)
+            logger.info("created bucket %s", where)
+    except (BotoCoreError, ClientError) as exc:
+        raise DemoError(f"cannot use bucket {where}: {exc}") from exc
+
+
+def _error_code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+async def _download(url: str, endpoint: str | None, video: Path) -> None:
+    """Copy the playlist at ``url`` and every segment it lists into ``video``."""
+    remote = sink_from_url(url, endpoint_url=endpoint)
+    local = LocalDirectorySink(video, fsync=False)
+    await remote.open()
+    try:
+        try:
+            text = await remote.get(PLAYLIST_KEY)
+        except MissingKeyError:
+            raise DemoError(
+                f"the function wrote no playlist under {url}: every flush "
+                "failed (see the runtime's log lines above)"
+            ) from None
+        for entry in HlsPlaylist.parse(text.decode("utf-8")).entries:
+            try:
+                segment = await remote.get(entry.uri)
+            except MissingKeyError:
+                raise DemoError(
+                    f"{url} lists {entry.uri}, which is not in the bucket"
+                ) from None
+            await local.put(entry.uri, segment)
+        await local.put(PLAYLIST_KEY, text)
+    finally:
+        await remote.close()
 
 
 def _prepare(out: Path) -> Path:

@@ -323,22 +323,38 @@ def test_timelapse_config_bad_value_is_refused(
 
 
 class FlakySink(LocalDirectorySink):
-    """A directory sink whose puts fail on demand, counting every write."""
+    """A directory sink whose writes fail on demand, counting every write.
+
+    ``puts`` lists the keys written, in order: every ``put`` (the playlist,
+    through ``put_manifest``) and every ``put_once`` that stored something.
+    """
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.fail_next: dict[str, int] = {}
         self.puts: list[str] = []
 
-    async def put(
-        self, key: str, data: bytes, *, content_type: str | None = None
-    ) -> None:
+    def _maybe_fail(self, key: str) -> None:
         prefix = next((p for p in self.fail_next if key.startswith(p)), None)
         if prefix is not None and self.fail_next[prefix] > 0:
             self.fail_next[prefix] -= 1
             raise ConnectionError(f"injected failure writing {key}")
+
+    async def put(
+        self, key: str, data: bytes, *, content_type: str | None = None
+    ) -> None:
+        self._maybe_fail(key)
         await super().put(key, data, content_type=content_type)
         self.puts.append(key)
+
+    async def put_once(
+        self, key: str, data: bytes, *, content_type: str | None = None
+    ) -> bool:
+        self._maybe_fail(key)
+        stored = await super().put_once(key, data, content_type=content_type)
+        if stored:
+            self.puts.append(key)
+        return stored
 
 
 class Harness:
@@ -709,8 +725,11 @@ async def test_timelapse_through_emulator_60_photos_make_60_frames(
         bad = await emulator.invoke(s3_put_event(BUCKET, "camera-1/missing.jpg", b""))
         results += [(await emulator.invoke(event)).json() for event in events[30:]]
         await emulator.wait_idle()
+        # Lambda's shutdown phase: SIGTERM, and the runtime ends the playlist.
+        await emulator.shutdown()
         reports = emulator.reports
         starts = emulator.starts
+        shutdowns = emulator.shutdowns
 
     assert results[0] == {"frames": 1, "pending": 1}
     assert results[29] == {"frames": 30, "pending": 30}
@@ -723,14 +742,17 @@ async def test_timelapse_through_emulator_60_photos_make_60_frames(
     assert reports[0].init_duration_ms is not None
     assert [r.init_duration_ms for r in reports[1:]] == [None] * 60
 
-    # TODO(emulator-shutdown): the emulator SIGKILLs the runtime at close, so
-    # no shutdown flush ends the playlist and a player would wait for more.
-    # Check it as a finished video once the emulator shuts down gracefully.
+    assert [(s.reason, s.signal, s.exit_code) for s in shutdowns] == [
+        ("spindown", "SIGTERM", 0)
+    ]
     report = inspect_video(video / PLAYLIST_KEY)
-    assert report.ended is False
+    assert report.ended is True
     assert report.frames == 60
     assert report.frames_per_segment == (30, 30)
-    assert report.timestamps == pytest.approx([i / 30 for i in range(60)])
+    # Ended, so FFmpeg's HLS demuxer reads it to the end as a player would.
+    assert hls_timestamps(video / PLAYLIST_KEY) == pytest.approx(
+        [i / 30 for i in range(60)]
+    )
 
 
 HANGING_HANDLER = """
