@@ -1,16 +1,20 @@
 """A lean HTTP/1.1 client for the Runtime API.
 
-The Runtime API is plain HTTP/1.1 on loopback, one request at a time per
-connection.  A general-purpose client (aiohttp) costs about 200 ms to import and
-a few hundred microseconds per request; this one is a keep-alive connection that
-writes each request in one call and parses exactly what the Runtime API sends
-back (Content-Length or chunked bodies).
+The Runtime API is plain HTTP/1.1 on loopback.  A general-purpose client
+(aiohttp) costs about 200 ms to import and a few hundred microseconds per
+request; this one is a keep-alive connection that writes each request in one
+call and parses exactly what the Runtime API sends back (Content-Length or
+chunked bodies).
 
 ``HttpConnection`` parses in an ``asyncio.Protocol``: bytes arrive in
-``data_received`` and a whole response resolves the one future the caller
-awaits.  ``StreamConnection`` does the same over asyncio streams; it costs one
-more hop per response (reader buffer, waiter, ``readuntil``, ``readexactly``)
-and is kept so ``benchmarks/`` can show the difference
+``data_received`` and each whole response resolves the future of the request
+it answers.  Requests may be pipelined (``send`` writes several at once):
+HTTP/1.1 servers answer the requests of one connection in order, Go's
+net/http (Lambda's Runtime API) and aiohttp's server included, so the futures
+wait in a FIFO and responses are matched to them by position.
+``StreamConnection`` does one request at a time over asyncio streams; it costs
+one more hop per response (reader buffer, waiter, ``readuntil``,
+``readexactly``) and is kept so ``benchmarks/`` can show the difference
 (``STATEFULRT_TRANSPORT=streams``).
 """
 
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import deque
+from collections.abc import Sequence
 from typing import NamedTuple, cast
 
 from ._log import transport_logger
@@ -39,19 +45,34 @@ class ConnectionLost(ConnectionError):
     """The connection closed or reset before a whole response arrived."""
 
 
+class Request(NamedTuple):
+    """One request for ``HttpConnection.send``."""
+
+    method: str
+    path: str
+    body: bytes = b""
+    headers: dict[str, str] | None = None
+
+
 class HttpConnection:
     """One keep-alive HTTP/1.1 connection to ``host:port``.
 
-    Requests are serialised by the caller (one poller owns one connection).
-    Any transport failure closes the connection and raises ``ConnectionLost``;
-    the next request opens a new one.
+    One poller owns one connection.  ``request`` sends one request and waits
+    for its response; ``send`` pipelines several in one write and ``receive``
+    waits for each response in turn.  Any transport failure closes the
+    connection and fails every response still expected with
+    ``ConnectionLost``; the next request opens a new connection.
     """
 
-    def __init__(self, host: str, port: int, *, user_agent: str) -> None:
+    def __init__(
+        self, host: str, port: int, *, user_agent: str, pipelining: bool = True
+    ) -> None:
         self._host = host
         self._port = port
         self._prefix = _host_lines(host, port, user_agent)
         self._protocol: _ResponseProtocol | None = None
+        #: whether callers may ``send`` several requests at once
+        self.pipelining = pipelining
         # `next` is the same bytes every time: encode it once
         self._bodyless: dict[tuple[str, str], bytes] = {}
 
@@ -66,17 +87,39 @@ class HttpConnection:
         if protocol is None or protocol.closed:
             protocol = await self._connect()
 
-        if body or headers or method != "GET":
-            head = _encode_head(method, path, self._prefix, body, headers)
-        else:
-            head = self._bodyless.get((method, path), b"")
-            if not head:
-                head = _encode_head(method, path, self._prefix, body, headers)
-                self._bodyless[(method, path)] = head
+        head = self._head(method, path, body, headers)
         try:
             return await protocol.exchange(head, body)
         except BaseException:
             # lost, or cancelled mid-request: the stream is in an unknown state
+            self.close()
+            raise
+
+    async def send(
+        self, requests: Sequence[Request]
+    ) -> list[asyncio.Future[HttpResponse]]:
+        """Write ``requests`` in one go; one future per response, in order.
+
+        Await each with ``receive``, first to last.  Raises ``ConnectionLost``
+        when no connection can be opened (nothing was sent then).
+        """
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
+        parts: list[bytes] = []
+        size = 0
+        for method, path, body, headers in requests:
+            head = self._head(method, path, body, headers)
+            parts += (head, body)
+            size += len(head) + len(body)
+        return protocol.exchange_many(parts, len(requests), size)
+
+    async def receive(self, response: asyncio.Future[HttpResponse]) -> HttpResponse:
+        """The response ``response`` stands for, once it has arrived whole."""
+        try:
+            return await response
+        except BaseException:
+            # lost, or cancelled mid-response: the stream is in an unknown state
             self.close()
             raise
 
@@ -87,6 +130,17 @@ class HttpConnection:
 
     async def aclose(self) -> None:
         self.close()
+
+    def _head(
+        self, method: str, path: str, body: bytes, headers: dict[str, str] | None
+    ) -> bytes:
+        if body or headers or method != "GET":
+            return _encode_head(method, path, self._prefix, body, headers)
+        head = self._bodyless.get((method, path), b"")
+        if not head:
+            head = _encode_head(method, path, self._prefix, body, headers)
+            self._bodyless[(method, path)] = head
+        return head
 
     async def _connect(self) -> _ResponseProtocol:
         self.close()
@@ -108,13 +162,17 @@ class HttpConnection:
 
 
 class _ResponseProtocol(asyncio.Protocol):
-    """Parses responses as bytes arrive and hands each to the waiting request."""
+    """Parses responses as bytes arrive and hands each to its request.
+
+    ``_waiters`` holds one future per request sent and not yet answered, in the
+    order they were sent: the next whole response belongs to the first.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._waiter: asyncio.Future[HttpResponse] | None = None
+        self._waiters: deque[asyncio.Future[HttpResponse]] = deque()
         self._head: tuple[int, dict[str, str]] | None = None
         self._length = 0  # of the body, or -1 while reading chunks
         self._chunks: list[bytes] = []
@@ -126,7 +184,7 @@ class _ResponseProtocol(asyncio.Protocol):
         if transport is None or self.closed:
             raise ConnectionLost("the connection is closed")
         waiter = self._loop.create_future()
-        self._waiter = waiter
+        self._waiters.append(waiter)
         if not body:
             transport.write(head)
         elif len(body) <= _JOIN_LIMIT:
@@ -135,11 +193,28 @@ class _ResponseProtocol(asyncio.Protocol):
             transport.writelines((head, body))
         return waiter
 
+    def exchange_many(
+        self, parts: list[bytes], count: int, size: int
+    ) -> list[asyncio.Future[HttpResponse]]:
+        """Send ``count`` requests (heads and bodies, ``size`` bytes) at once."""
+        transport = self._transport
+        if transport is None or self.closed:
+            raise ConnectionLost("the connection is closed")
+        create = self._loop.create_future
+        waiters = [create() for _ in range(count)]
+        self._waiters.extend(waiters)
+        if size <= _JOIN_LIMIT:
+            transport.write(b"".join(parts))
+        else:
+            transport.writelines(parts)
+        return waiters
+
     def close(self) -> None:
         self.closed = True
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        self._fail(ConnectionLost("the connection was closed"))
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -151,24 +226,38 @@ class _ResponseProtocol(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            self._buffer += data  # nothing asked: keep the bytes for later
-            return
+        waiters = self._waiters
         try:
-            response = None
-            if not self._buffer and self._head is None:
-                response = _whole(data)
-            if response is None:
-                self._buffer += data
-                response = self._parse()
+            if waiters and not self._buffer and self._head is None:
+                # The usual case on loopback: whole responses, one read (two
+                # when pipelined), taken without copying through the buffer.
+                start = 0
+                while waiters:
+                    whole = _whole(data, start)
+                    if whole is None:
+                        break
+                    response, start = whole
+                    waiter = waiters.popleft()
+                    if not waiter.done():  # cancelled: its response is dropped
+                        waiter.set_result(response)
+                    if start == len(data):
+                        return
+                if start:
+                    data = data[start:]
+            self._buffer += data
+            while waiters:
+                parsed = self._parse()
+                if parsed is None:
+                    return
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(parsed)
+                if parsed.headers.get("connection", "").lower() == "close":
+                    self.close()  # what was sent after it will not be answered
+                    return
         except ValueError as exc:
             self._fail(ConnectionLost(f"malformed response: {exc}"))
             self.close()
-            return
-        if response is not None:
-            self._waiter = None
-            waiter.set_result(response)
 
     def eof_received(self) -> bool:
         self._fail(ConnectionLost("the Runtime API closed the connection"))
@@ -212,8 +301,6 @@ class _ResponseProtocol(asyncio.Protocol):
 
         status, headers = self._head
         self._head = None
-        if headers.get("connection", "").lower() == "close":
-            self.close()
         return HttpResponse(status, headers, body)
 
     def _read_chunks(self) -> bytes | None:
@@ -243,9 +330,13 @@ class _ResponseProtocol(asyncio.Protocol):
             del buffer[:2]
 
     def _fail(self, exc: ConnectionLost) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+                # Marked as seen: a pipelined response nobody awaits any more
+                # (the runtime stopped) must not log "never retrieved".
+                waiter.exception()
 
 
 class StreamConnection:
@@ -349,20 +440,21 @@ def parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
     return status, headers
 
 
-def _whole(data: bytes) -> HttpResponse | None:
-    """``data`` as one response, if it is exactly one with a Content-Length.
+def _whole(data: bytes, start: int) -> tuple[HttpResponse, int] | None:
+    """The response at ``data[start:]`` and where it ends, if it is all there.
 
-    The usual case on loopback, taken without copying through the buffer.
+    Only plain ones: a Content-Length body and no ``Connection`` header.
     """
-    end = data.find(b"\r\n\r\n")
+    end = data.find(b"\r\n\r\n", start)
     if end < 0:
         return None
-    status, headers = parse_head(data[:end])
+    status, headers = parse_head(data[start:end])
     if "transfer-encoding" in headers or "connection" in headers:
         return None
-    if len(data) != end + 4 + int(headers.get("content-length", "0")):
+    stop = end + 4 + int(headers.get("content-length", "0"))
+    if stop > len(data):
         return None
-    return HttpResponse(status, headers, data[end + 4 :])
+    return HttpResponse(status, headers, data[end + 4 : stop]), stop
 
 
 def _host_lines(host: str, port: int, user_agent: str) -> bytes:

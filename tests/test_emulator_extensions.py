@@ -29,6 +29,7 @@ import orjson
 import pytest
 
 from statefulrt.emulator import Emulator, InvokeResult
+from statefulrt.emulator._supervisor import SandboxProcess
 
 ARN = "arn:aws:lambda:us-east-1:012345678912:function:function"
 TRACE = "Root=1-00000000-000000000000000000000001;Parent=0000000000000001;Sampled=1"
@@ -63,6 +64,13 @@ def on_term(signum, frame):
 
 signal.signal(signal.SIGTERM, on_term)
 
+def in_background(target, *args):
+    # SIGTERM must reach the main thread, blocked in a read, to interrupt it.
+    def run():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        target(*args)
+    threading.Thread(target=run, daemon=True).start()
+
 if "internal" in mode:
     response, _ = call(
         "POST", "/2020-01-01/extension/register", b'{"events": []}',
@@ -70,10 +78,7 @@ if "internal" in mode:
     )
     headers = {"Lambda-Extension-Identifier":
                response.getheader("Lambda-Extension-Identifier")}
-    threading.Thread(
-        target=call, args=("GET", "/2020-01-01/extension/event/next", None, headers),
-        daemon=True,
-    ).start()
+    in_background(call, "GET", "/2020-01-01/extension/event/next", None, headers)
 
 if "ticker" in mode:
     def tick():
@@ -81,7 +86,7 @@ if "ticker" in mode:
             with open(os.environ["TICK_FILE"], "a") as file:
                 file.write(f"{time.time()}\n")
             time.sleep(0.05)
-    threading.Thread(target=tick, daemon=True).start()
+    in_background(tick)
 
 while True:
     response, body = call("GET", "/2018-06-01/runtime/invocation/next")
@@ -206,7 +211,7 @@ def process_gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as status:
             return status.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return True
 
 
@@ -910,6 +915,39 @@ async def test_kill_is_a_crash_mid_invocation(tmp_path: Path) -> None:
         "signal: killed"
     )
     assert emu.shutdowns[0] == ("failure", "SIGKILL", -9)
+
+
+async def test_runtime_killed_while_idle_is_replaced_before_the_next_event(
+    tmp_path: Path,
+) -> None:
+    async with emulator(tmp_path, RUNTIME) as emu:
+        await emu.invoke({})
+        await emu.wait_idle()
+        pid = emu.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # not frozen, so it can die idle
+        await until(lambda: process_gone(pid))  # dead, maybe not reaped yet
+        result = await emu.invoke({"n": 2})
+        await emu.wait_idle()
+
+    # The event never reached the dead runtime: a new environment took it.
+    assert result.json()["echo"] == {"n": 2}
+    assert emu.starts == 2
+    assert [report.status for report in emu.reports] == ["success", "success"]
+    assert emu.shutdowns[0] == ("failure", None, -9)
+
+
+async def test_sandbox_process_sees_an_exit_before_asyncio_does(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "pass"]
+    process = await SandboxProcess.spawn(command, env=os.environ, cwd=str(tmp_path))
+    # The loop does not run, so asyncio cannot hear of the exit yet.
+    time.sleep(0.5)  # noqa: ASYNC251
+    seen_by_asyncio = not process.alive
+    seen_by_waitid = process.has_exited()
+    await process.kill()
+
+    assert (seen_by_asyncio, seen_by_waitid) == (False, True)
+    assert process.returncode == 0
 
 
 async def test_restart_starts_a_fresh_initialised_environment(tmp_path: Path) -> None:

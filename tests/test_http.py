@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
 import pytest_asyncio
 
+from statefulrt import ErrorPayload, RuntimeApiError
+from statefulrt._client import RuntimeApiClient
 from statefulrt._http import (
     ConnectionLost,
     HttpConnection,
     HttpResponse,
+    Request,
     StreamConnection,
     parse_head,
 )
@@ -27,11 +31,22 @@ EVENT = (
     b'{"a":1}'
 )
 ACCEPTED = b'HTTP/1.1 202 Accepted\r\nContent-Length: 15\r\n\r\n{"status":"OK"}'
+REFUSED = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 46\r\n\r\n"
+    b'{"errorType":"InvalidRequestID","errorMessage"'
+)
+FAILED = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\n{}"
+# A scripted piece that closes the connection instead of sending bytes.
+HANG_UP = b""
 
 
 @dataclass
 class ScriptedServer:
-    """Answers each whole request with the next scripted reply, in pieces."""
+    """Answers each whole request with the next scripted reply, in pieces.
+
+    A reply may be empty (that request gets its answer with a later one, as
+    pipelined answers can arrive) and may contain ``HANG_UP``.
+    """
 
     replies: list[list[bytes]] = field(default_factory=list)  # pieces per reply
     requests: list[bytes] = field(default_factory=list)
@@ -51,11 +66,14 @@ class ScriptedServer:
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":")[1])
                 self.requests.append(head + await reader.readexactly(length))
-                for piece in self.replies.pop(0):
+                pieces = self.replies.pop(0)
+                for piece in pieces:
+                    if piece is HANG_UP:
+                        break
                     writer.write(piece)
                     await writer.drain()
                     await asyncio.sleep(0.001)
-                if self.close_after:
+                if self.close_after or HANG_UP in pieces:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -255,3 +273,230 @@ def test_http_parse_head_keeps_value_case_and_lowers_names() -> None:
 def test_http_parse_head_refuses_a_non_http_status_line() -> None:
     with pytest.raises(ValueError, match="malformed status line"):
         parse_head(b"ICY 200 OK")
+
+
+# -- pipelining: several requests in one write, responses matched in order --
+
+PAIR = ACCEPTED + EVENT
+POST = Request("POST", "/r-1/response", b"null", {"Content-Type": "application/json"})
+NEXT = Request("GET", "/next")
+
+
+async def _pair(connection: HttpConnection) -> tuple[HttpResponse, HttpResponse]:
+    posted, event = await connection.send([POST, NEXT])
+    return await connection.receive(posted), await connection.receive(event)
+
+
+async def test_http_pipelined_responses_in_one_read(server: ScriptedServer) -> None:
+    server.replies = [[], [PAIR], [EVENT]]
+    connection = HttpConnection("127.0.0.1", server.port, user_agent="test/1")
+    posted, event = await _pair(connection)
+    after = await connection.request("GET", "/next")
+    connection.close()
+    assert (posted.status, posted.body) == (202, b'{"status":"OK"}')
+    assert (event.status, event.body) == (200, b'{"a":1}')
+    assert event.headers["lambda-runtime-aws-request-id"] == "r-1"
+    assert after.status == 200
+    assert server.connections == 1
+    assert [request.split(b" ", 2)[:2] for request in server.requests] == [
+        [b"POST", b"/r-1/response"],
+        [b"GET", b"/next"],
+        [b"GET", b"/next"],
+    ]
+    assert server.requests[0].endswith(b"Content-Length: 4\r\n\r\nnull")
+
+
+@pytest.mark.parametrize(
+    "split",
+    [1, 16, len(ACCEPTED) - 1, len(ACCEPTED), len(ACCEPTED) + 1, len(ACCEPTED) + 60]
+    + [len(PAIR) - 7, len(PAIR) - 1],
+)
+async def test_http_pipelined_responses_split_anywhere(
+    server: ScriptedServer, split: int
+) -> None:
+    server.replies = [[], [PAIR[:split], PAIR[split:]]]
+    connection = HttpConnection("127.0.0.1", server.port, user_agent="test/1")
+    posted, event = await _pair(connection)
+    connection.close()
+    assert (posted.status, posted.body) == (202, b'{"status":"OK"}')
+    assert (event.status, event.body) == (200, b'{"a":1}')
+
+
+async def test_http_pipelined_responses_byte_by_byte(server: ScriptedServer) -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    )
+    server.replies = [[], [], byte_by_byte(PAIR + chunked)]
+    connection = HttpConnection("127.0.0.1", server.port, user_agent="test/1")
+    responses = await connection.send([POST, NEXT, Request("GET", "/chunked")])
+    received = [await connection.receive(response) for response in responses]
+    connection.close()
+    assert [(r.status, r.body) for r in received] == [
+        (202, b'{"status":"OK"}'),
+        (200, b'{"a":1}'),
+        (200, b"ok"),
+    ]
+
+
+async def test_http_pipelined_connection_close_fails_the_rest(
+    server: ScriptedServer,
+) -> None:
+    closing = b"HTTP/1.1 202 Accepted\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    server.replies = [[], [closing + EVENT]]
+    connection = HttpConnection("127.0.0.1", server.port, user_agent="test/1")
+    posted, event = await connection.send([POST, NEXT])
+    assert (await connection.receive(posted)).status == 202
+    with pytest.raises(ConnectionLost):
+        await connection.receive(event)
+    connection.close()
+
+
+async def test_http_pipelined_hang_up_between_them(server: ScriptedServer) -> None:
+    server.replies = [[], [ACCEPTED, HANG_UP], [EVENT]]
+    connection = HttpConnection("127.0.0.1", server.port, user_agent="test/1")
+    posted, event = await connection.send([POST, NEXT])
+    assert (await connection.receive(posted)).status == 202
+    with pytest.raises(ConnectionLost, match="closed the connection"):
+        await connection.receive(event)
+    again = await connection.request("GET", "/next")
+    connection.close()
+    assert again.status == 200
+    assert server.connections == 2
+
+
+def _client(server: ScriptedServer, *, pipelining: bool = True) -> RuntimeApiClient:
+    connection = HttpConnection(
+        "127.0.0.1", server.port, user_agent="test/1", pipelining=pipelining
+    )
+    return RuntimeApiClient(
+        f"127.0.0.1:{server.port}", transport=connection, attempts=2, backoff=0.001
+    )
+
+
+def _request_lines(server: ScriptedServer) -> list[bytes]:
+    return [request.split(b" HTTP/1.1")[0] for request in server.requests]
+
+
+async def test_client_pipelined_response_then_next(server: ScriptedServer) -> None:
+    server.replies = [[], [PAIR]]
+    client = _client(server)
+    invocation = await client.post_response_then_next("r-0", b"null")
+    await client.aclose()
+    assert invocation.request_id == "r-1"
+    assert invocation.body == b'{"a":1}'
+    assert _request_lines(server) == [
+        b"POST /2018-06-01/runtime/invocation/r-0/response",
+        b"GET /2018-06-01/runtime/invocation/next",
+    ]
+    assert server.connections == 1
+
+
+async def test_client_pipelined_refused_response_still_gets_the_event(
+    server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.replies = [[], [REFUSED + EVENT]]
+    client = _client(server)
+    with caplog.at_level(logging.WARNING, logger="statefulrt"):
+        accepted = await client.post_response("r-0", b"null", then_next=True)
+        invocation = await client.next_invocation()
+    await client.aclose()
+    assert accepted is False
+    assert invocation.request_id == "r-1"
+    assert "was refused with 400" in caplog.text
+    assert server.connections == 1
+
+
+async def test_client_pipelined_5xx_raises_and_abandons_the_next(
+    server: ScriptedServer,
+) -> None:
+    server.replies = [[], [FAILED]]
+    client = _client(server)
+    with pytest.raises(RuntimeApiError) as caught:
+        await client.post_response("r-0", b"null", then_next=True)
+    assert caught.value.status == 500
+    server.replies = [[EVENT]]
+    invocation = await client.next_invocation()  # a fresh GET, new connection
+    await client.aclose()
+    assert invocation.request_id == "r-1"
+    assert server.connections == 2
+
+
+async def test_client_pipelined_hang_up_after_202_asks_again(
+    server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.replies = [[], [ACCEPTED, HANG_UP], [EVENT]]
+    client = _client(server)
+    assert await client.post_response("r-0", b"null", then_next=True) is True
+    with caplog.at_level(logging.WARNING, logger="statefulrt"):
+        invocation = await client.next_invocation()
+    await client.aclose()
+    assert invocation.request_id == "r-1"
+    assert _request_lines(server) == [
+        b"POST /2018-06-01/runtime/invocation/r-0/response",
+        b"GET /2018-06-01/runtime/invocation/next",
+        b"GET /2018-06-01/runtime/invocation/next",
+    ]
+    assert server.connections == 2
+    assert "(pipelined) failed" in caplog.text
+
+
+async def test_client_pipelined_hang_up_before_202_posts_again(
+    server: ScriptedServer,
+) -> None:
+    # The first POST reached the server, its answer did not reach the client:
+    # it is posted again, as any lost request is, and Lambda would refuse the
+    # repeat if the first had counted.  The event is asked for afterwards.
+    server.replies = [[], [HANG_UP], [REFUSED], [EVENT]]
+    client = _client(server)
+    accepted = await client.post_response("r-0", b"null", then_next=True)
+    invocation = await client.next_invocation()
+    await client.aclose()
+    assert accepted is False
+    assert invocation.request_id == "r-1"
+    assert _request_lines(server) == [
+        b"POST /2018-06-01/runtime/invocation/r-0/response",
+        b"GET /2018-06-01/runtime/invocation/next",
+        b"POST /2018-06-01/runtime/invocation/r-0/response",
+        b"GET /2018-06-01/runtime/invocation/next",
+    ]
+
+
+async def test_client_pipelined_next_cancelled_closes_the_connection(
+    server: ScriptedServer,
+) -> None:
+    server.replies = [[], [ACCEPTED], [EVENT]]
+    client = _client(server)
+    assert await client.post_response("r-0", b"null", then_next=True) is True
+    waiting = asyncio.create_task(client.next_invocation())
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    invocation = await client.next_invocation()
+    await client.aclose()
+    assert invocation.request_id == "r-1"
+    assert server.connections == 2
+
+
+async def test_client_request_behind_a_pipelined_next_is_refused(
+    server: ScriptedServer,
+) -> None:
+    server.replies = [[], [ACCEPTED]]
+    client = _client(server)
+    assert await client.post_response("r-0", b"null", then_next=True) is True
+    with pytest.raises(RuntimeError, match="a pipelined next is waiting"):
+        await client.post_error("r-0", ErrorPayload("E", "m"))
+    await client.aclose()
+
+
+async def test_client_serial_transport_never_pipelines(server: ScriptedServer) -> None:
+    server.replies = [[ACCEPTED], [EVENT]]
+    client = _client(server, pipelining=False)
+    assert await client.post_response("r-0", b"null", then_next=True) is True
+    await asyncio.sleep(0.02)
+    sent_with_the_post = len(server.requests)
+    invocation = await client.next_invocation()
+    await client.aclose()
+    assert sent_with_the_post == 1
+    assert invocation.request_id == "r-1"
+    assert client.spawn().transport.pipelining is False  # type: ignore[attr-defined]

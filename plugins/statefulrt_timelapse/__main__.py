@@ -35,11 +35,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--size", default="640x360", help="frame size, WxH")
     parser.add_argument("--seed", type=int, default=0, help="photo sequence seed")
+    parser.add_argument(
+        "--output",
+        metavar="s3://BUCKET/PREFIX",
+        help=(
+            "write the video to this bucket (created if missing) instead of "
+            "OUT/video; it is downloaded to OUT/video to be checked"
+        ),
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="an S3-compatible server for --output, e.g. http://127.0.0.1:5000",
+    )
     args = parser.parse_args(argv)
 
     width, sep, height = args.size.partition("x")
     if not (sep and width.isdigit() and height.isdigit()):
         parser.error(f"--size must look like 640x360, not {args.size!r}")
+    if args.output is not None and not args.output.startswith("s3://"):
+        parser.error(f"--output must look like s3://bucket/prefix, not {args.output!r}")
+    if args.endpoint is not None and args.output is None:
+        parser.error("--endpoint needs --output s3://bucket/prefix")
 
     logging.basicConfig(
         stream=sys.stderr,
@@ -56,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     width=int(width),
                     height=int(height),
                     seed=args.seed,
+                    output=args.output,
+                    endpoint=args.endpoint,
                 )
             )
     except DemoError as exc:

@@ -98,23 +98,39 @@ class SegmentEncoder:
 
     def encode(self, rgb: npt.NDArray[np.uint8]) -> list[EncodedPacket]:
         """Encode one RGB frame of shape (height, width, 3); return its packets."""
-        ctx = self._ctx
-        if ctx is None:
-            raise RuntimeError("the encoder is closed; create a new SegmentEncoder")
         if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
             raise ValueError(
                 f"frame must be uint8 of shape ({self.height}, {self.width}, 3), "
                 f"not {rgb.dtype} of shape {rgb.shape}"
             )
-
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame = frame.reformat(format="yuv420p")
+        return self.encode_frame(frame.reformat(format="yuv420p"))
+
+    def encode_frame(self, frame: av.VideoFrame) -> list[EncodedPacket]:
+        """Encode a decoded frame of the encoder's size; return its packets.
+
+        For frames that are already pictures, such as those decoded from a
+        segment: a yuv420p frame goes to the encoder without a conversion. Its
+        timestamp and picture type are replaced (the frame is changed).
+        """
+        ctx = self._ctx
+        if ctx is None:
+            raise RuntimeError("the encoder is closed; create a new SegmentEncoder")
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise ValueError(
+                f"frame must be {self.width}x{self.height}, "
+                f"not {frame.width}x{frame.height}"
+            )
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+
         frame.pts = self._next_pts
         frame.time_base = ctx.time_base
-        if self._force_idr:
-            # libx264 turns a forced I picture into an IDR (closed GOPs).
-            frame.pict_type = PictureType.I
-            self._force_idr = False
+        # A decoded frame keeps the type its decoder saw, and libx264 obeys a
+        # frame's type: clear it, so that only keyint and force_keyframe()
+        # place the keyframes. libx264 turns a forced I picture into an IDR.
+        frame.pict_type = PictureType.I if self._force_idr else PictureType.NONE
+        self._force_idr = False
 
         packets = [_detach(packet) for packet in ctx.encode(frame)]
         self._next_pts += 1

@@ -82,6 +82,10 @@ class Environment:
     def broken(self) -> bool:
         return any(not p.alive for p in self.processes) or self.extensions.failed.done()
 
+    def dead(self) -> bool:
+        """Like ``broken``, but also sees a process that exited a moment ago."""
+        return self.broken or any(p.has_exited() for p in self.processes)
+
     def dead_extension(self) -> tuple[str, SandboxProcess] | None:
         """The first external extension whose process has exited, if any."""
         for name, process in self.externals.items():

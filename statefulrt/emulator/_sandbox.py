@@ -362,37 +362,52 @@ class Sandbox:
         invocation.dispatched_at = loop.time()
         self._forced = loop.create_future()
 
-        # An environment that broke while idle is replaced before it serves.
-        env = self._env
-        if env is not None and env.broken:
-            await self._reset("failure")
-            env = None
+        for attempt in range(2):
+            # An environment that broke while idle is replaced before it serves.
+            env = self._env
+            if env is not None and env.dead():
+                await self._reset("failure")
+                env = None
 
-        # Cold start: a new environment whose init is timed from its launch.
-        cold = env is None
-        if env is None:
-            env, failure = await self._init()
-            if failure is not None:
-                outcome = self._settle(invocation, failure)
-                self._report(invocation, env, cold, outcome)
-                await self._end_failed_init(env, failure)
-                return
+            # Cold start: a new environment whose init is timed from its launch.
+            cold = env is None
+            if env is None:
+                env, failure = await self._init()
+                if failure is not None:
+                    outcome = self._settle(invocation, failure)
+                    self._report(invocation, env, cold, outcome)
+                    await self._end_failed_init(env, failure)
+                    return
 
-        # Hand the event over, INVOKE to the extensions, and follow it.
-        env.thaw()
-        self.slot.offer(invocation)
-        cut = await self._await_handout(invocation, env)
-        if cut is None:
-            done = env.extensions.dispatch_invoke(invocation, self._config.arn)
-            ended = await self._await_finish(invocation, env, done)
-        else:
-            ended = cut
-        self._report(invocation, env, cold, ended)
+            # Hand the event over, INVOKE to the extensions, and follow it.
+            env.thaw()
+            self.slot.offer(invocation)
+            if await self._await_handout(invocation, env):
+                done = env.extensions.dispatch_invoke(invocation, self._config.arn)
+                ended = await self._await_finish(invocation, env, done)
+            elif not cold and attempt == 0 and self._died_idle(env):
+                # It died before this event reached it (killed while idle, and
+                # not reaped yet): Lambda would route the event to a new
+                # sandbox, so it starts over, cold.
+                logger.warning(
+                    "the environment died before request %s reached it; "
+                    "starting a new one",
+                    invocation.request_id,
+                )
+                continue
+            else:
+                ended = self._cut_short(invocation, env)
+            self._report(invocation, env, cold, ended)
 
-        if ended.reset is not None:
-            await self._reset(ended.reset)
-        elif self._freeze:
-            env.freeze()
+            if ended.reset is not None:
+                await self._reset(ended.reset)
+            elif self._freeze:
+                env.freeze()
+            return
+
+    def _died_idle(self, env: Environment) -> bool:
+        forced = self._forced is not None and self._forced.done()
+        return env.broken and not forced
 
     # -- init --------------------------------------------------------------
 
@@ -518,16 +533,12 @@ class Sandbox:
 
     # -- following an invocation -------------------------------------------
 
-    async def _await_handout(
-        self, invocation: Invocation, env: Environment
-    ) -> _Outcome | None:
-        """Wait for the runtime to take the event; ``None`` once it has."""
+    async def _await_handout(self, invocation: Invocation, env: Environment) -> bool:
+        """Wait for the runtime to take the event; False on a failure or timeout."""
         loop = asyncio.get_running_loop()
         limit = loop.time() + self._config.timeout
         await self._wait(limit, env, invocation.handed_out)
-        if invocation.handed_out.done():
-            return None
-        return self._cut_short(invocation, env)
+        return invocation.handed_out.done()
 
     async def _await_finish(
         self, invocation: Invocation, env: Environment, extensions: asyncio.Future[None]

@@ -84,7 +84,7 @@ async def shut_down(
     # No extension registered: no warning, no budget.
     if not extensions.registered:
         sent = env.signalled
-        if runtime is not None and runtime.alive:
+        if runtime is not None and not runtime.has_exited():
             sent = "SIGKILL"
         for process in env.processes:
             await process.kill()
@@ -97,7 +97,7 @@ async def shut_down(
 
     # The runtime first: SIGTERM, its share of the budget, then SIGKILL.
     sent = env.signalled
-    if runtime is not None and runtime.alive:
+    if runtime is not None and not runtime.has_exited():
         sent = "SIGTERM"
         runtime.terminate()
         await asyncio.wait({runtime.exited}, timeout=share)

@@ -82,6 +82,21 @@ class SandboxProcess:
     def alive(self) -> bool:
         return not self.exited.done()
 
+    def has_exited(self) -> bool:
+        """True once the process has exited, even before asyncio reaps it.
+
+        ``alive`` turns False only when the child watcher has reaped the
+        process and the loop has run the callback; ``waitid`` with
+        ``WNOWAIT`` looks at the zombie without reaping it.
+        """
+        if not self.alive:
+            return True
+        try:
+            status = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True  # reaped already; the loop has yet to hear of it
+        return status is not None
+
     @property
     def returncode(self) -> int | None:
         return self._process.returncode

@@ -4,6 +4,7 @@ import io
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+from av.video.frame import PictureType
 from PIL import Image
 
 from statefulrt import FlushPolicy
@@ -97,6 +99,25 @@ def test_segment_encoder_rejects_a_frame_of_the_wrong_size() -> None:
     encoder.close()
     with pytest.raises(RuntimeError, match="closed"):
         encoder.encode(np.zeros((H, W, 3), dtype=np.uint8))
+
+
+def test_segment_encoder_encode_frame_reencodes_decoded_frames() -> None:
+    data = mux_segment(encode(12, keyint=4), fps=30, width=W, height=H)
+    with av.open(io.BytesIO(data), format="mpegts") as container:
+        decoded = list(container.decode(video=0))
+    # The decoder marks each frame I or P; keyint=6 must win over that.
+    i, p = PictureType.I, PictureType.P
+    assert [f.pict_type for f in decoded[:5]] == [i, p, p, p, i]
+    encoder = SegmentEncoder(width=W, height=H, fps=30, keyint=6, first_pts=50)
+
+    packets = [p for frame in decoded for p in encoder.encode_frame(frame)]
+
+    assert [p.pts for p in packets] == list(range(50, 62))
+    assert [p.pts for p in packets if p.keyframe] == [50, 56]
+    again = mux_segment(packets, fps=30, width=W, height=H)
+    assert len(decode_ts(again)) == 12
+    with pytest.raises(ValueError, match=f"must be {W}x{H}, not 64x64"):
+        encoder.encode_frame(av.VideoFrame(64, 64, "yuv420p"))
 
 
 def test_mux_segment_decodes_alone_to_exactly_its_frames() -> None:
@@ -313,6 +334,45 @@ def test_timelapse_config_bad_value_is_refused(
         "TIMELAPSE_SOURCE_ROOT": "/photos",
         "TIMELAPSE_OUTPUT": "/video",
         name: value,
+    }
+
+    with pytest.raises(TimelapseConfigError, match=message):
+        TimelapseConfig.from_env(env)
+
+
+def test_timelapse_config_keeps_an_s3_output_as_written() -> None:
+    env = {
+        "TIMELAPSE_SOURCE_ROOT": "/photos",
+        "TIMELAPSE_OUTPUT": "s3://videos/camera-1/day-1",
+        "TIMELAPSE_S3_ENDPOINT": "http://127.0.0.1:5000",
+    }
+
+    config = TimelapseConfig.from_env(env)
+
+    assert config.output == "s3://videos/camera-1/day-1"
+    assert config.s3_endpoint == "http://127.0.0.1:5000"
+    assert config.output_is_s3 is True
+    assert (
+        TimelapseConfig.from_env({**env, "TIMELAPSE_S3_ENDPOINT": ""}).s3_endpoint
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "endpoint", "message"),
+    [
+        ("s3:/videos/day-1", "", r"TIMELAPSE_OUTPUT: .* names no bucket"),
+        ("s3://videos", "127.0.0.1:5000", r"TIMELAPSE_S3_ENDPOINT: .* http://"),
+        ("/video", "http://127.0.0.1:5000", r"TIMELAPSE_S3_ENDPOINT: .* s3:// out"),
+    ],
+)
+def test_timelapse_config_bad_output_names_the_variable(
+    output: str, endpoint: str, message: str
+) -> None:
+    env = {
+        "TIMELAPSE_SOURCE_ROOT": "/photos",
+        "TIMELAPSE_OUTPUT": output,
+        "TIMELAPSE_S3_ENDPOINT": endpoint,
     }
 
     with pytest.raises(TimelapseConfigError, match=message):
@@ -813,6 +873,88 @@ async def test_timelapse_through_emulator_timeout_loses_no_acknowledged_frame(
     report = inspect_video(video / PLAYLIST_KEY)
     assert report.frames_per_segment == (5, 5, 5, 5)
     assert report.timestamps == pytest.approx([i / 30 for i in range(20)])
+
+
+@pytest.mark.asyncio
+async def test_timelapse_demo_bad_output_is_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    from statefulrt_timelapse.demo import DemoError, run_demo
+
+    out = tmp_path / "demo"
+    with pytest.raises(DemoError, match=r"s3://bucket/prefix, not '/videos'"):
+        await run_demo(frames=2, out=out, output="/videos")
+    with pytest.raises(DemoError, match="s3://bucket/prefix, not 's3:///day-1'"):
+        await run_demo(frames=2, out=out, output="s3:///day-1")
+    with pytest.raises(DemoError, match="endpoint applies to an s3:// output"):
+        await run_demo(frames=2, out=out, endpoint="http://127.0.0.1:9")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_timelapse_demo_s3_output_holds_every_frame(
+    tmp_path: Path, moto_url: str, aws_env: dict[str, str]
+) -> None:
+    pytest.importorskip("aiobotocore", reason="pip install 'statefulrt[s3]'")
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+
+    from statefulrt_timelapse.demo import run_demo
+
+    bucket = f"timelapse-{uuid.uuid4().hex[:12]}"
+    output = f"s3://{bucket}/camera-1/day-1"
+
+    # 20 frames in segments of 8: the last 4 reach the bucket only through
+    # the shutdown flush, which also ends the playlist.
+    result = await run_demo(
+        frames=20,
+        out=tmp_path / "demo",
+        segment_frames=8,
+        width=160,
+        height=90,
+        output=output,
+        endpoint=moto_url,
+    )
+
+    assert (result.frames_sent, result.frames_in_video, result.segments) == (
+        20,
+        20,
+        3,
+    )
+    local = tmp_path / "demo" / "video" / PLAYLIST_KEY
+    assert result.video == str(local)
+    report = inspect_video(local)
+    assert report.frames_per_segment == (8, 8, 4)
+    assert (report.width, report.height, report.ended) == (160, 90, True)
+    assert hls_timestamps(local) == pytest.approx([i / 30 for i in range(20)])
+
+    # What the bucket holds: the playlist the copy came from, and each
+    # segment written once.
+    async with get_session().create_client(
+        "s3",
+        endpoint_url=moto_url,
+        config=AioConfig(s3={"addressing_style": "path"}),
+    ) as s3:
+        listing = await s3.list_objects_v2(Bucket=bucket)
+        keys = sorted(item["Key"] for item in listing["Contents"])
+        stored = await s3.get_object(
+            Bucket=bucket, Key=f"camera-1/day-1/{PLAYLIST_KEY}"
+        )
+        async with stored["Body"] as body:
+            playlist = await body.read()
+        head = await s3.head_object(
+            Bucket=bucket, Key="camera-1/day-1/segments/seg-0000000016.ts"
+        )
+    assert keys == [
+        "camera-1/day-1/playlist.m3u8",
+        "camera-1/day-1/segments/seg-0000000000.ts",
+        "camera-1/day-1/segments/seg-0000000008.ts",
+        "camera-1/day-1/segments/seg-0000000016.ts",
+    ]
+    assert playlist == local.read_bytes()
+    assert playlist.endswith(b"#EXT-X-ENDLIST\n")
+    assert head["ContentType"] == "video/mp2t"
 
 
 @pytest.mark.slow
