@@ -3,13 +3,17 @@
 A contender is a command line and the environment Lambda would give it.  A run
 starts it against a fresh server session, waits until it has spent the
 session's budget (its next ``next`` is parked), and kills it: every process
-started here is killed and reaped in a ``finally``, whatever happened.
+started here is killed and reaped in a ``finally``, whatever happened.  A
+contender starts in a process group of its own, so the workers it forks
+(awslambdaric's Managed Instances mode) are found, measured and killed too,
+each by its pid.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -24,6 +28,7 @@ from .minimal_server import RuntimeApiServer, Session
 HERE = Path(__file__).resolve().parent
 TASK_ROOT = HERE / "task_root"
 BARE_LOOP = HERE / "bare_loop.py"
+PIPELINED = HERE / "pipelined.py"
 
 # The benchmark's own environment, minus what would change how a contender
 # runs: Lambda's variables (awslambdaric forks workers when
@@ -52,22 +57,41 @@ def statefulrt(
     name: str = "statefulrt",
     handler: str = "bench_handlers.noop",
     transport: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Contender:
-    env = {"STATEFULRT_TRANSPORT": transport} if transport else {}
+    settings = dict(env or {})
+    if transport:
+        settings["STATEFULRT_TRANSPORT"] = transport
     return Contender(
         name,
         (sys.executable, "-m", "statefulrt", handler),
-        env,
-        note=f"python -m statefulrt {handler}"
-        + (f" (STATEFULRT_TRANSPORT={transport})" if transport else ""),
+        settings,
+        note=f"python -m statefulrt {handler}" + _shown_env(settings),
     )
 
 
-def awslambdaric(handler: str = "bench_handlers.noop") -> Contender:
+def pipelined_statefulrt(
+    name: str = "statefulrt (pipelined)", handler: str = "bench_handlers.anoop"
+) -> Contender:
+    """statefulrt with each response and the next ``next`` in one write."""
     return Contender(
-        "awslambdaric",
+        name,
+        (sys.executable, str(PIPELINED), handler),
+        note=f"python benchmarks/pipelined.py {handler}",
+    )
+
+
+def awslambdaric(
+    handler: str = "bench_handlers.noop",
+    name: str = "awslambdaric",
+    env: Mapping[str, str] | None = None,
+) -> Contender:
+    settings = dict(env or {})
+    return Contender(
+        name,
         (sys.executable, "-m", "awslambdaric", handler),
-        note=f"python -m awslambdaric {handler}",
+        settings,
+        note=f"python -m awslambdaric {handler}" + _shown_env(settings),
     )
 
 
@@ -150,13 +174,32 @@ class Process:
 
     def cpu_ns(self) -> int:
         """CPU time of all its live threads so far, from ``schedstat``."""
-        total = 0
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
+        return _cpu_ns(self.pid)
+
+    def tree(self) -> list[int]:
+        """Its pid and those of every live process it started (its group)."""
+        return group_members(self.pid)
+
+    def tree_cpu_ns(self) -> int:
+        return sum(_cpu_ns(pid) for pid in self.tree())
+
+    def tree_memory_kib(self) -> dict[str, int]:
+        """Summed over the tree: ``rss`` (VmRSS), ``pss`` and ``peak`` (VmHWM).
+
+        Forked workers share their parent's pages until they write to them:
+        VmRSS counts a shared page in every process, the proportional set
+        size (Pss) divides it among them.
+        """
+        totals = {"rss": 0, "pss": 0, "peak": 0, "processes": 0}
+        for pid in self.tree():
             try:
-                total += int((task / "schedstat").read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue  # a thread that just ended
-        return total
+                totals["rss"] += _status_field(pid, "VmRSS")
+                totals["peak"] += _status_field(pid, "VmHWM")
+                totals["pss"] += _rollup_field(pid, "Pss")
+            except (OSError, RunFailed):
+                continue  # it ended meanwhile
+            totals["processes"] += 1
+        return totals
 
     def output_tail(self, lines: int = 15) -> str:
         try:
@@ -197,16 +240,58 @@ async def launched(
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its group holds whatever it forks
             )
         finally:
             os.sched_setaffinity(0, server_cpus)
     try:
         yield Process(process, started_ns, output_path)
     finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+        await _kill_group(process)
         output_path.unlink(missing_ok=True)
+
+
+async def _kill_group(process: asyncio.subprocess.Process) -> None:
+    """Kill the process and everything in its group, each by its pid.
+
+    Workers go first, so a parent that waits for them (awslambdaric's) reaps
+    them; then the parent, which this process reaps.
+    """
+    leader = process.pid
+    for _attempt in range(3):
+        workers = [pid for pid in group_members(leader) if pid != leader]
+        if not workers:
+            break
+        for pid in workers:
+            _kill(pid)
+        await asyncio.sleep(0.05)
+    if process.returncode is None:
+        _kill(leader)
+    await process.wait()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone
+
+
+def group_members(leader: int) -> list[int]:
+    """Live processes in the process group of ``leader`` (zombies left out)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                # the command name may hold spaces: fields start after its ')'
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == leader and fields[0] != "Z":
+            members.append(int(entry.name))
+    return sorted(members)
 
 
 async def until_idle(
@@ -264,6 +349,34 @@ async def run_events(
     async with launched(contender, server.address, placement) as process:
         await until_idle(session, process, contender, timeout)
     return session
+
+
+def _shown_env(env: Mapping[str, str]) -> str:
+    if not env:
+        return ""
+    return " (" + ", ".join(f"{key}={value}" for key, value in env.items()) + ")"
+
+
+def _cpu_ns(pid: int) -> int:
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0  # it ended
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that just ended
+    return total
+
+
+def _rollup_field(pid: int, name: str) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    raise RunFailed(f"/proc/{pid}/smaps_rollup has no {name} line")
 
 
 def _status_field(pid: int, name: str) -> int:

@@ -52,7 +52,8 @@ class Spread:
 
 @dataclass(frozen=True)
 class Check:
-    """One figure held against the design's bar (``value <= limit``)."""
+    """One figure held against the design's bar (``value <= limit``, or
+    ``value >= limit`` when ``at_least``)."""
 
     name: str
     value: float
@@ -62,22 +63,27 @@ class Check:
     digits: int = 2
     shown: str = ""  # the value in words, when a number would mislead
     wanted: str = ""  # the target in words, likewise
+    at_least: bool = False  # the bar is a floor, not a ceiling
 
     @property
     def met(self) -> bool:
+        if self.at_least:
+            return self.value >= self.limit
         return self.value <= self.limit
 
     def value_text(self) -> str:
         return self.shown or f"{self.value:,.{self.digits}f}{self.unit}"
 
     def limit_text(self) -> str:
-        return self.wanted or f"<= {self.limit:,g}{self.unit}"
+        bound = ">=" if self.at_least else "<="
+        return self.wanted or f"{bound} {self.limit:,g}{self.unit}"
 
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "value": self.value,
             "limit": self.limit,
+            "bound": ">=" if self.at_least else "<=",
             "unit": self.unit,
             "met": self.met,
             "detail": self.detail,

@@ -16,6 +16,13 @@ Every ``next`` and every response is timestamped with ``perf_counter_ns`` as it
 arrives, so the harness reads per-invocation time at the server, in the same
 clock for every contender.
 
+A session may expect several pollers (Managed Instances: concurrent ``next``
+long-polls on their own connections).  Each ``next`` gets an event at once
+while the budget lasts, whichever connection it came on, so every poller
+has one in flight; the session is idle once ``pollers`` of them are parked.
+Requests pipelined on one connection are answered in order, as Go's
+net/http (Lambda's Runtime API) answers them.
+
 Nothing here is clever on purpose: the fewer steps the server takes per
 request, the less of its own noise ends up in the figures.
 """
@@ -64,30 +71,39 @@ class Session:
 
     budget: int
     serial: int = 0
+    pollers: int = 1  # parked `next`s that make the session idle
     handed_out: int = 0
     next_ns: list[int] = field(default_factory=list)  # every `next`, parked too
     response_ns: list[int] = field(default_factory=list)
+    # event out to its response in, per answered event
+    latency_ns: list[int] = field(default_factory=list)
     errors: list[bytes] = field(default_factory=list)  # /error and /init/error
     protocol_errors: list[str] = field(default_factory=list)
     unknown_ids: int = 0
     connections: int = 0
     extensions: int = 0
-    parked: _Connection | None = None
+    parked: list[_Connection] = field(default_factory=list)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # request ids handed out and not answered yet, with when they went out
+    outstanding: dict[bytes, int] = field(default_factory=dict)
 
     @property
     def responses(self) -> int:
         return len(self.response_ns)
 
     def release(self, count: int) -> None:
-        """Allow ``count`` more events; a parked ``next`` is answered at once."""
+        """Allow ``count`` more events; parked ``next``s are answered at once."""
         if count < 1:
             raise ValueError(f"release() needs a positive count, not {count}")
         self.budget += count
         self.idle.clear()
-        parked, self.parked = self.parked, None
-        if parked is not None:
-            parked.send_event(self)
+        while self.parked and self.handed_out < self.budget:
+            self.parked.pop(0).send_event(self)
+
+    def park(self, connection: _Connection) -> None:
+        self.parked.append(connection)
+        if len(self.parked) >= self.pollers:
+            self.idle.set()
 
     def request_id(self, index: int) -> str:
         # shaped like the UUIDs Lambda sends, and cheap to make
@@ -117,10 +133,15 @@ class RuntimeApiServer:
             await self._server.wait_closed()
             self._server = None
 
-    def new_session(self, budget: int) -> Session:
-        """Start counting for a new contender; the previous session ends."""
+    def new_session(self, budget: int, pollers: int = 1) -> Session:
+        """Start counting for a new contender; the previous session ends.
+
+        The session is idle once ``pollers`` ``next`` requests are parked.
+        """
+        if pollers < 1:
+            raise ValueError(f"a session needs at least one poller, not {pollers}")
         self._serials += 1
-        self.session = Session(budget=budget, serial=self._serials)
+        self.session = Session(budget=budget, serial=self._serials, pollers=pollers)
         return self.session
 
     async def __aenter__(self) -> RuntimeApiServer:
@@ -148,8 +169,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         session = self._server.session
-        if session is not None and session.parked is self:
-            session.parked = None
+        if session is not None and self in session.parked:
+            session.parked.remove(self)
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -215,18 +236,20 @@ class _Connection(asyncio.Protocol):
         if method == b"GET" and target == NEXT_PATH:
             session.next_ns.append(now)
             if session.handed_out < session.budget:
-                self.send_event(session)
+                self.send_event(session, now)
             else:
-                session.parked = self
-                session.idle.set()
+                session.park(self)
             return
 
         if method == b"POST" and target.startswith(INVOCATION_PREFIX):
             request_id, _, kind = target[len(INVOCATION_PREFIX) :].partition(b"/")
             if kind == b"response":
                 session.response_ns.append(now)
-                if request_id != session.request_id(session.handed_out).encode():
+                handed = session.outstanding.pop(request_id, None)
+                if handed is None:
                     session.unknown_ids += 1
+                else:
+                    session.latency_ns.append(now - handed)
             elif kind == b"error":
                 session.errors.append(body)
             else:
@@ -247,14 +270,15 @@ class _Connection(asyncio.Protocol):
             return  # held open: no extension event is ever sent here
         self._send(_NOT_FOUND)
 
-    def send_event(self, session: Session) -> None:
+    def send_event(self, session: Session, now: int = 0) -> None:
         session.handed_out += 1
+        request_id = session.request_id(session.handed_out)
+        session.outstanding[request_id.encode()] = now or time.perf_counter_ns()
         deadline = int(time.time() * 1000) + DEADLINE_AHEAD_MS
         head = (
             "HTTP/1.1 200 OK\r\n"
             "Content-Type: application/json\r\n"
-            f"Lambda-Runtime-Aws-Request-Id: {session.request_id(session.handed_out)}"
-            "\r\n"
+            f"Lambda-Runtime-Aws-Request-Id: {request_id}\r\n"
             f"Lambda-Runtime-Deadline-Ms: {deadline}\r\n"
             f"Lambda-Runtime-Invoked-Function-Arn: {FUNCTION_ARN}\r\n"
             "Content-Length: 2\r\n\r\n{}"

@@ -92,6 +92,7 @@ BENCHMARKS: tuple[Entry, ...] = (
         "managed",
         "Managed Instances, 16 slots, I/O-bound handler: throughput >= and "
         "memory <= 1/8 of awslambdaric's 16 processes",
+        "benchmarks.managed",
     ),
     Entry(
         "emulator",

@@ -296,7 +296,10 @@ class RuntimeApiClient:
         except BaseException:
             self._pending_next = None  # cancelled: the connection is closed
             raise
-
+        if response.status >= 500:
+            # the runtime exits on this; the `next` behind it is abandoned
+            self._pending_next = None
+            self._pipeline.close()
         return self._accepted("POST", path, response)
 
     async def _send(
