@@ -161,7 +161,7 @@ async def run(bench: Bench) -> Section:
     for contender in lineup:
         mine = [r for r in runs if r.contender == contender.name]
         latency = Spread.of([value for r in mine for value in r.latency_ms])
-        summary = {
+        summary: dict[str, Any] = {
             "invocations_per_second": median([r.per_second for r in mine]),
             "per_round": [r.per_second for r in mine],
             "latency_ms": latency.as_json(),

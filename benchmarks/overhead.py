@@ -25,6 +25,7 @@ from .contenders import (
     awslambdaric,
     bare_loop,
     launched,
+    pipelined_statefulrt,
     statefulrt,
     until_idle,
 )
@@ -35,6 +36,12 @@ TITLE = "overhead per warm invocation, no-op handler"
 # DESIGN.md, "Performance bar"
 LIMIT_VS_AWSLAMBDARIC = 0.60
 LIMIT_VS_BARE = 1.15
+# statefulrt's runs, each checked against the bar
+OURS = (
+    "statefulrt (def)",
+    "statefulrt (async def)",
+    "statefulrt (async def, pipelined)",
+)
 
 
 @dataclass
@@ -69,8 +76,9 @@ class Plan:
 def contenders() -> list[Contender]:
     return [
         bare_loop(),
-        statefulrt("statefulrt (def)", "bench_handlers.noop"),
-        statefulrt("statefulrt (async def)", "bench_handlers.anoop"),
+        statefulrt(OURS[0], "bench_handlers.noop"),
+        statefulrt(OURS[1], "bench_handlers.anoop"),
+        pipelined_statefulrt(OURS[2], "bench_handlers.anoop"),
         awslambdaric(),
     ]
 
@@ -206,7 +214,7 @@ async def run(bench: Bench) -> Section:
         section.figures[placement.name] = figures
         section.tables.append(table)
 
-        for name in ("statefulrt (def)", "statefulrt (async def)"):
+        for name in OURS:
             section.checks.append(
                 Check(
                     f"{name} / awslambdaric, {placement.name}",
@@ -224,9 +232,8 @@ async def run(bench: Bench) -> Section:
                 )
             )
         section.notes.append(
-            f"{placement.name}: time above the bare loop, statefulrt (async def) "
-            f"{above['statefulrt (async def)']:.1f} us, statefulrt (def) "
-            f"{above['statefulrt (def)']:.1f} us, awslambdaric {above[ric]:.1f} us"
+            f"{placement.name}: time above the bare loop, "
+            + ", ".join(f"{name} {above[name]:.1f} us" for name in (*OURS, ric))
         )
 
     section.samples = samples(runs)

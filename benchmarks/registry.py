@@ -74,7 +74,7 @@ BENCHMARKS: tuple[Entry, ...] = (
     ),
     Entry(
         "transport",
-        "statefulrt's HTTP clients side by side (protocol, streams, aiohttp)",
+        "statefulrt's HTTP clients side by side (protocol, serial, streams, aiohttp)",
         "benchmarks.transport",
     ),
     Entry(
@@ -87,6 +87,7 @@ BENCHMARKS: tuple[Entry, ...] = (
     Entry(
         "postgres",
         "warm invoke with a real PostgreSQL pool vs cold (warm <= 1/10 of cold)",
+        "benchmarks.postgres",
     ),
     Entry(
         "managed",
@@ -97,6 +98,7 @@ BENCHMARKS: tuple[Entry, ...] = (
     Entry(
         "emulator",
         "the built-in emulator's own capacity (invocations per second)",
+        "benchmarks.emulator_capacity",
     ),
 )
 

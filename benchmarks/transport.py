@@ -3,9 +3,14 @@
 The same runtime and the same ``async def`` no-op handler (so no thread hop
 blurs the figure), with ``STATEFULRT_TRANSPORT`` choosing the HTTP client:
 
-``protocol``  the default: parsing in an ``asyncio.Protocol``
+``protocol``  the default: parsing in an ``asyncio.Protocol``; pipelines a
+              response with the next ``next`` when the runtime loop asks
+``serial``    the same, never pipelining
 ``streams``   the same parser over asyncio streams
 ``aiohttp``   an aiohttp ``ClientSession``
+
+Until ``statefulrt/_runtime.py`` passes ``then_next``, ``protocol`` and
+``serial`` run the same requests; ``overhead`` measures pipelining meanwhile.
 
 Measured exactly as ``overhead`` measures (same rounds, same alternation), plus
 the spawn-to-first-``next`` time of each run, where aiohttp's import shows.
@@ -22,7 +27,7 @@ from .registry import Bench
 
 TITLE = "statefulrt transports, async def no-op handler"
 DEFAULT = "protocol"
-TRANSPORTS = ("protocol", "streams", "aiohttp")
+TRANSPORTS = ("protocol", "serial", "streams", "aiohttp")
 
 
 def contenders() -> list[Contender]:

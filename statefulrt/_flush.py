@@ -9,6 +9,7 @@ billed but the caller no longer waits.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -76,12 +77,22 @@ class FlushPolicy:
 class Flush:
     """One flush: the items it took from each buffer, under a fixed epoch.
 
-    ``epoch`` counts successful flushes from 1 and ``name`` is derived from it,
-    so a retry of a failed flush carries the same epoch, name and items, and a
-    sink can use the name as an idempotency key.
+    ``epoch`` counts successful flushes from 1.  ``name`` joins it to the
+    writer, a random id of the state being flushed (kept in its journal), so a
+    retry of a failed flush carries the same epoch, name and items — also in
+    the process that replays a journal — while flushes of other sandboxes and
+    other tenants never share a name.  A sink can use it as an idempotency key.
     """
 
-    __slots__ = ("epoch", "reason", "attempt", "nbytes", "tenant_id", "_batches")
+    __slots__ = (
+        "epoch",
+        "reason",
+        "attempt",
+        "nbytes",
+        "tenant_id",
+        "writer",
+        "_batches",
+    )
 
     def __init__(
         self,
@@ -89,8 +100,10 @@ class Flush:
         reason: FlushReason,
         batches: dict[str, list[Any]],
         nbytes: int = 0,
+        writer: str = "",
     ) -> None:
         self.epoch = epoch
+        self.writer = writer
         self.reason: FlushReason = reason
         self.attempt = 1
         self.nbytes = nbytes
@@ -99,7 +112,9 @@ class Flush:
 
     @property
     def name(self) -> str:
-        return f"{self.epoch:010d}"
+        return (
+            f"{self.epoch:010d}-{self.writer}" if self.writer else f"{self.epoch:010d}"
+        )
 
     def items(self, buffer: str) -> list[Any]:
         """The items this flush took from ``buffer`` (empty if none)."""
@@ -137,6 +152,7 @@ class Flusher:
         self.deferred = 0
         self.metrics: LifecycleMetrics | None = None
         self.tenant_id: str | None = None
+        self.writer = os.urandom(4).hex()
 
     @property
     def retry_pending(self) -> bool:
@@ -192,9 +208,11 @@ class Flusher:
     def restore(self, replay: Replay) -> None:
         """Continue from a journal: its epoch, and a flush it had started."""
         self.epoch = replay.epoch
+        if replay.writer is not None:
+            self.writer = replay.writer
         if replay.claim is None:
             return
-        epoch, counts = replay.claim
+        epoch, counts, writer = replay.claim
         batches: dict[str, list[Any]] = {}
         for name, count in counts.items():
             buffer = self.state.buffer(name)
@@ -202,7 +220,7 @@ class Flusher:
             batches[name] = buffer._claim()
         # the interrupted flush is retried first, with the same name and items,
         # so a sink that saw it land already can recognise it
-        self._pending = Flush(epoch, "replay", batches)
+        self._pending = Flush(epoch, "replay", batches, writer=writer)
 
     def _claim(self, reason: FlushReason) -> Flush | None:
         batches = {
@@ -213,12 +231,11 @@ class Flusher:
         if not batches:
             return None
         nbytes = sum(self.state.buffer(name)._claimed_bytes() for name in batches)
-        batch = Flush(self.epoch + 1, reason, batches, nbytes)
+        batch = Flush(self.epoch + 1, reason, batches, nbytes, self.writer)
         journal = self.state.journal
         if journal is not None:
-            journal.append_claim(
-                batch.epoch, {name: len(items) for name, items in batches.items()}
-            )
+            counts = {name: len(items) for name, items in batches.items()}
+            journal.append_claim(batch.epoch, counts, self.writer)
         return batch
 
     async def _run(self, batch: Flush) -> bool:
@@ -256,7 +273,9 @@ class Flusher:
             self.state.buffer(name)._commit()
         journal = self.state.journal
         if journal is not None:
-            journal.compact(batch.epoch, self.state._entries(), self.state._recent())
+            journal.compact(
+                batch.epoch, self.state._entries(), self.state._recent(), self.writer
+            )
         self.epoch = batch.epoch
         self.failures = 0
         self._pending = None

@@ -12,9 +12,9 @@ The checksum covers kind and payload, so a record torn by a kill in the middle
 of a write is detected; replay stops there, logs what it skipped, and
 truncates the file to the last whole record.
 
-Kinds: ITEM (buffer, item, size, key), CLAIM (epoch, items per buffer: a flush
-started), COMMIT (epoch and the keys it flushed recently: that flush
-succeeded).  A successful flush compacts
+Kinds: ITEM (buffer, item, size, key), CLAIM (epoch, items per buffer and
+writer: a flush started), COMMIT (epoch, the keys it flushed recently and
+writer: that flush succeeded).  A successful flush compacts
 the journal to one COMMIT and the items still pending.
 """
 
@@ -64,8 +64,9 @@ class Replay:
 
     epoch: int = 0
     items: list[tuple[str, Any, int, str | None]] = field(default_factory=list)
-    claim: tuple[int, dict[str, int]] | None = None  # an unfinished flush
+    claim: tuple[int, dict[str, int], str] | None = None  # an unfinished flush
     recent_keys: list[str] = field(default_factory=list)
+    writer: str | None = None  # whose flushes the epochs count
     skipped_bytes: int = 0
 
 
@@ -128,8 +129,8 @@ class Journal:
             ) from exc
         self._write(ITEM, payload)
 
-    def append_claim(self, epoch: int, counts: dict[str, int]) -> None:
-        self._write(CLAIM, pickle.dumps((epoch, counts), protocol=5))
+    def append_claim(self, epoch: int, counts: dict[str, int], writer: str) -> None:
+        self._write(CLAIM, pickle.dumps((epoch, counts, writer), protocol=5))
 
     def sync(self) -> None:
         """Make appended records durable, if the policy asks for it."""
@@ -142,12 +143,13 @@ class Journal:
         epoch: int,
         pending: list[tuple[str, Any, int, str | None]],
         recent_keys: list[str],
+        writer: str,
     ) -> None:
         """Replace the journal by a COMMIT of ``epoch`` and the pending items."""
         temporary = f"{self.path}.compact"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            commit = pickle.dumps((epoch, recent_keys), protocol=5)
+            commit = pickle.dumps((epoch, recent_keys, writer), protocol=5)
             chunks = [_record(COMMIT, commit)]
             chunks.extend(
                 _record(ITEM, pickle.dumps(entry, protocol=5)) for entry in pending
@@ -208,8 +210,9 @@ class Journal:
                 result.items.append(value)
             elif kind == CLAIM:
                 result.claim = value
+                result.writer = value[2]
             else:
-                result.epoch, result.recent_keys = value
+                result.epoch, result.recent_keys, result.writer = value
                 result.claim = None
         if end < len(data):
             result.skipped_bytes = len(data) - end

@@ -560,21 +560,30 @@ class Runtime:
         runtime_logger.info("closed after %d invocations", self.invocations)
 
     async def _final_flush(self, tenant_id: str | None, flusher: Flusher) -> None:
-        budget = self.config.shutdown_budget_ms / 1000
+        # A sink that fails now gets retried, quickly, until the budget runs
+        # out: there is no later boundary to wait for.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_budget_ms / 1000
         token = active_state.set(flusher.state)
+        delay = 0.01
         try:
-            await asyncio.wait_for(flusher.flush("shutdown"), budget)
-        except TimeoutError:
-            runtime_logger.warning(
-                "the shutdown flush%s did not finish within %d ms; %d items stay "
-                "buffered%s",
-                "" if tenant_id is None else " of a tenant",
-                self.config.shutdown_budget_ms,
-                flusher.state.pending_items,
-                " in the journal" if flusher.state.journal else "",
-            )
+            while (remaining := deadline - loop.time()) > 0:
+                try:
+                    if await asyncio.wait_for(flusher.flush("shutdown"), remaining):
+                        return
+                except TimeoutError:
+                    break
+                await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
+                delay *= 2
         finally:
             active_state.reset(token)
+        runtime_logger.warning(
+            "the shutdown flush%s did not succeed within %d ms; %d items stay %s",
+            "" if tenant_id is None else " of a tenant",
+            self.config.shutdown_budget_ms,
+            flusher.state.pending_items,
+            "in the journal" if flusher.state.journal else "unflushed and are lost",
+        )
 
     def _report_fatal(self, exc: BaseException | None) -> int:
         if isinstance(exc, RuntimeApiUnavailable):

@@ -75,6 +75,11 @@ def _main_slow(args: list[str]) -> int:
     )
 
     options = parser.parse_args(args)
+    if getattr(options, "max_concurrency", None) is not None:
+        if options.command == "dev":
+            options.freeze = False  # Managed Instances never freeze
+        elif options.freeze:
+            emulate.error("--freeze cannot be combined with --max-concurrency")
     if options.command == "run":
         from ._bootstrap import run as run_runtime
 
@@ -122,6 +127,20 @@ def _emulator_options(parser: object) -> None:
         help="shut the environment down after S idle seconds "
         "(the next invoke starts cold)",
     )
+    parser.add_argument(
+        "--max-concurrency",
+        metavar="N",
+        type=int,
+        default=None,
+        help="play Lambda Managed Instances: up to N invocations at once in one "
+        "environment (AWS_LAMBDA_MAX_CONCURRENCY), never frozen",
+    )
+    parser.add_argument(
+        "--snap-start",
+        action="store_true",
+        help="play SnapStart: every environment is restored right after its "
+        "init (before-snapshot and after-restore hooks run)",
+    )
 
 
 def _emulate(command: list[str], options: object, handler: str | None) -> int:
@@ -140,6 +159,8 @@ def _emulate(command: list[str], options: object, handler: str | None) -> int:
             extensions_dir=getattr(options, "extensions_dir"),  # noqa: B009
             freeze=getattr(options, "freeze"),  # noqa: B009
             idle_shutdown=getattr(options, "idle_shutdown"),  # noqa: B009
+            max_concurrency=getattr(options, "max_concurrency"),  # noqa: B009
+            snap_start=getattr(options, "snap_start"),  # noqa: B009
         )
         # Ctrl-C cancels serve(); leaving the block spins the environment
         # down with the shutdown budget (SIGTERM first when an extension
@@ -147,7 +168,9 @@ def _emulate(command: list[str], options: object, handler: str | None) -> int:
         async with emulator:
             print(
                 f"statefulrt emulator: invoke with POST {emulator.url}"
-                "/2015-03-31/functions/function/invocations  (Ctrl-C to stop)",
+                "/2015-03-31/functions/function/invocations, or stream with "
+                f"POST {emulator.url}/2021-11-15/functions/function/"
+                "response-streaming-invocations  (Ctrl-C to stop)",
                 file=sys.stderr,
                 flush=True,
             )

@@ -20,18 +20,28 @@ between invocations, and shut down with Lambda's SIGTERM budget::
         assert fn.shutdowns == [("spindown", "SIGTERM", 0)]
 
 ``await lambda_function(handler, *, cwd=None, env=None, timeout=3.0,
-freeze=True, extensions_dir=None, **options)`` returns a started
-:class:`statefulrt.emulator.Emulator`; ``cwd`` is the task root (default: the
-current directory), ``env`` adds environment variables, ``timeout`` is the
-function timeout in seconds, and ``options`` go to the ``Emulator`` as they are
-(``memory_mb``, ``function_name``, ``report_stream``...). The runtime starts,
-cold, at the first invoke. Every emulator a test made is spun down when the
-test ends.
+freeze=None, extensions_dir=None, max_concurrency=None, snap_start=False,
+**options)`` returns a started :class:`statefulrt.emulator.Emulator`; ``cwd``
+is the task root (default: the current directory), ``env`` adds environment
+variables, ``timeout`` is the function timeout in seconds, ``freeze`` stops
+the runtime between invocations (the default: yes, as Lambda does, except
+under Managed Instances, which never freeze), ``max_concurrency`` plays Lambda
+Managed Instances (that many invocations at once in one environment),
+``snap_start`` plays SnapStart (the environment is restored right after its
+init, with the handler's ``before_snapshot`` and ``after_restore`` hooks), and
+``options`` go to the ``Emulator`` as they are (``memory_mb``,
+``function_name``, ``report_stream``...). The runtime starts, cold, at the
+first invoke. Every emulator a test made is spun down when the test ends.
 
 What a test can do with the returned emulator:
 
 - ``await fn.invoke(event)``: invoke over HTTP; an ``InvokeResult``
   (``status``, ``payload``, ``json()``, ``function_error``, ``request_id``);
+- ``async with fn.invoke_stream(event) as response``: invoke with response
+  streaming; ``async for piece in response`` as the pieces arrive, then
+  ``response.error_code`` / ``response.error()`` for a mid-stream failure;
+- ``await fn.wait_pollers(n)``: under Managed Instances, wait until ``n``
+  pollers are idle (after ``restart()``, before a burst of invocations);
 - ``await fn.idle(seconds)``: let the environment sit idle (frozen);
 - ``await fn.force_timeout()``: reset as a timeout does (reason ``timeout``);
 - ``await fn.shutdown(reason="spindown", budget_ms=None)``: Lambda's
@@ -72,8 +82,10 @@ class LambdaFunctionFactory(Protocol):
         env: Mapping[str, str] | None = None,
         # The function's Lambda timeout, not a bound on this call.
         timeout: float = 3.0,  # noqa: ASYNC109
-        freeze: bool = True,
+        freeze: bool | None = None,
         extensions_dir: str | os.PathLike[str] | None = None,
+        max_concurrency: int | None = None,
+        snap_start: bool = False,
         **options: Any,
     ) -> Emulator: ...
 
@@ -104,10 +116,14 @@ else:
             cwd: str | os.PathLike[str] | None = None,
             env: Mapping[str, str] | None = None,
             timeout: float = 3.0,  # noqa: ASYNC109
-            freeze: bool = True,
+            freeze: bool | None = None,
             extensions_dir: str | os.PathLike[str] | None = None,
+            max_concurrency: int | None = None,
+            snap_start: bool = False,
             **options: Any,
         ) -> Emulator:
+            if freeze is None:
+                freeze = max_concurrency is None
             emulator = Emulator(
                 [sys.executable, "-m", "statefulrt", handler],
                 cwd=cwd,
@@ -116,6 +132,8 @@ else:
                 freeze=freeze,
                 extensions_dir=extensions_dir,
                 handler=handler,
+                max_concurrency=max_concurrency,
+                snap_start=snap_start,
                 **options,
             )
             await emulator.start()

@@ -148,3 +148,44 @@ def test_cli_dev_and_emulate_serve_until_interrupted(app_dir: Path, mode: str) -
     assert process.returncode == 0
     assert b"START RequestId: " in err + out
     assert b"\tInit Duration: " in err + out
+
+
+def test_cli_dev_plays_managed_instances(app_dir: Path) -> None:
+    (app_dir / "probe.py").write_text(
+        "import os\n"
+        "def handler(event, context):\n"
+        "    return [os.environ['AWS_LAMBDA_INITIALIZATION_TYPE'],\n"
+        "            os.environ['AWS_LAMBDA_MAX_CONCURRENCY']]\n"
+    )
+    port = _free_port()
+    command = [*STATEFULRT, "dev", "probe.handler", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--max-concurrency", "3"],
+        cwd=app_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for_port(port)
+        url = f"http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
+        request = urllib.request.Request(url, data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert body == b'["lambda-managed-instances","3"]'
+
+
+def test_cli_emulate_refuses_freeze_with_max_concurrency() -> None:
+    done = subprocess.run(
+        [*STATEFULRT, "emulate", "--freeze", "--max-concurrency", "2", "--", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "statefulrt emulate: error: --freeze cannot be combined with --max-concurrency"
+    )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -500,3 +502,49 @@ async def test_client_serial_transport_never_pipelines(server: ScriptedServer) -
     assert sent_with_the_post == 1
     assert invocation.request_id == "r-1"
     assert client.spawn().transport.pipelining is False  # type: ignore[attr-defined]
+
+
+ECHO_RUNTIME = """
+import asyncio
+import os
+
+from statefulrt._client import RuntimeApiClient
+
+
+async def main():
+    client = RuntimeApiClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    invocation = await client.next_invocation()
+    while True:
+        invocation = await client.post_response_then_next(
+            invocation.request_id, invocation.body
+        )
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("freeze", [False, True], ids=["running", "frozen"])
+async def test_http_pipelining_against_the_emulator(
+    tmp_path: Path, freeze: bool
+) -> None:
+    # aiohttp's server (the emulator's Runtime API) takes the response and
+    # the `next` behind it in order, freezing the runtime in between or not.
+    from statefulrt.emulator import Emulator
+
+    (tmp_path / "echo_runtime.py").write_text(ECHO_RUNTIME)
+    emulator = Emulator(
+        [sys.executable, "echo_runtime.py"],
+        cwd=tmp_path,
+        freeze=freeze,
+        report_stream=None,
+    )
+    await emulator.start()
+    try:
+        results = [await emulator.invoke({"n": n}) for n in range(20)]
+    finally:
+        await emulator.close()
+    assert [(r.status, r.json(), r.function_error) for r in results] == [
+        (200, {"n": n}, None) for n in range(20)
+    ]
+    assert emulator.starts == 1

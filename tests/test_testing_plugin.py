@@ -27,6 +27,10 @@ from statefulrt import FlushPolicy, StatefulHandler
 def echo(event, context):
     return {"event": event, "tmp": os.environ["TMPDIR"], "pid": os.getpid()}
 
+def probe(event, context):
+    names = ("AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_MAX_CONCURRENCY")
+    return [os.environ.get(name) for name in names]
+
 class Ticking(StatefulHandler):
     async def init(self):
         self.ticker = asyncio.get_running_loop().create_task(self.tick())
@@ -165,6 +169,30 @@ async def test_lambda_function_timeout_kill_restart_and_shutdown(
         ("failure", "SIGKILL", -9),
         ("spindown", "SIGTERM", 0),
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"max_concurrency": 3}, ["lambda-managed-instances", "3"]),
+        ({"snap_start": True}, ["snap-start", None]),
+    ],
+)
+async def test_lambda_function_plays_managed_instances_and_snap_start(
+    lambda_function: LambdaFunctionFactory,
+    app_dir: Path,
+    options: dict[str, object],
+    expected: list[str | None],
+) -> None:
+    # Managed Instances never freeze, so the default freeze gives way.
+    fn = await lambda_function("app.probe", cwd=app_dir, report_stream=None, **options)
+    result = await fn.invoke({})
+    await fn.wait_idle()
+
+    assert result.json() == expected
+    [report] = fn.reports
+    restored = report.restore_duration_ms is not None
+    assert restored == ("snap_start" in options)
 
 
 async def test_lambda_function_launches_extensions(

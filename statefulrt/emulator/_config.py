@@ -38,7 +38,12 @@ INIT_TIMEOUT: Final = 10.0
 
 @dataclass(frozen=True)
 class FunctionConfig:
-    """What Lambda knows about a function before any invoke arrives."""
+    """What Lambda knows about a function before any invoke arrives.
+
+    ``max_concurrency`` set makes it a Managed Instances function (with that
+    many concurrent invocations per environment); ``snap_start`` makes every
+    environment a restored SnapStart one. Lambda offers the two apart only.
+    """
 
     name: str = "function"
     memory_mb: int = 128
@@ -47,6 +52,8 @@ class FunctionConfig:
     handler: str | None = None
     task_root: str = field(default_factory=os.getcwd)
     env: Mapping[str, str] = field(default_factory=dict)
+    max_concurrency: int | None = None
+    snap_start: bool = False
 
     def __post_init__(self) -> None:
         if not _FUNCTION_NAME.fullmatch(self.name):
@@ -63,6 +70,25 @@ class FunctionConfig:
         if not self.init_timeout > 0:
             message = f"init_timeout must be a positive number, got {self.init_timeout}"
             raise ValueError(message)
+        if self.max_concurrency is not None and not self.max_concurrency >= 1:
+            message = f"max_concurrency must be 1 or more, got {self.max_concurrency}"
+            raise ValueError(message)
+        if self.managed and self.snap_start:
+            raise ValueError(
+                "snap_start and max_concurrency cannot be combined: Lambda "
+                "offers SnapStart for on-demand functions only"
+            )
+
+    @property
+    def managed(self) -> bool:
+        """A Managed Instances function (concurrent invocations, no freeze)."""
+        return self.max_concurrency is not None
+
+    @property
+    def initialization_type(self) -> str:
+        if self.managed:
+            return "lambda-managed-instances"
+        return "snap-start" if self.snap_start else "on-demand"
 
     @property
     def arn(self) -> str:
@@ -97,13 +123,19 @@ class FunctionConfig:
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
                 "AWS_LAMBDA_LOG_GROUP_NAME": self.log_group,
                 "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
-                "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+                "AWS_LAMBDA_INITIALIZATION_TYPE": self.initialization_type,
                 "AWS_REGION": REGION,
                 "AWS_DEFAULT_REGION": REGION,
                 "LAMBDA_TASK_ROOT": self.task_root,
                 "TZ": ":UTC",
             }
         )
+        if self.max_concurrency is not None:
+            environ["AWS_LAMBDA_MAX_CONCURRENCY"] = str(self.max_concurrency)
+        if self.snap_start:
+            # A snapshot is shared by many sandboxes, so it names no stream.
+            del environ["AWS_LAMBDA_LOG_GROUP_NAME"]
+            del environ["AWS_LAMBDA_LOG_STREAM_NAME"]
         if tmpdir is not None:
             environ["TMPDIR"] = tmpdir
         if self.handler is not None:

@@ -6,7 +6,8 @@ import asyncio
 import io
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -16,15 +17,17 @@ import orjson
 from aiohttp import web
 
 from ._config import INIT_TIMEOUT, VERSION, FunctionConfig
+from ._eventstream import INVOKE_COMPLETE, PAYLOAD_CHUNK, EventStreamDecoder
 from ._extensions_api import add_extension_routes
-from ._invoke import INVOKE_PATH, add_invoke_routes, encode_client_context
+from ._invoke import INVOKE_PATH, STREAM_PATH, add_invoke_routes, encode_client_context
 from ._logging import logger
 from ._report import STDERR, Report, Reporter, StreamChoice
 from ._runtime_api import add_runtime_routes
 from ._sandbox import Sandbox
+from ._server import HttpServer, Router
 from ._shutdown import Shutdown, ShutdownReason
 
-__all__ = ["Emulator", "InvokeResult"]
+__all__ = ["Emulator", "InvokeResult", "InvokeStream"]
 
 # Runners wait this long for in-flight handlers at close; by then the sandbox
 # has answered every caller and released every poll, so it is only a bound.
@@ -44,6 +47,50 @@ class InvokeResult:
     def json(self) -> Any:
         """The payload parsed as JSON (raises ``orjson.JSONDecodeError`` if not)."""
         return orjson.loads(self.payload)
+
+
+class InvokeStream:
+    """An ``InvokeWithResponseStream`` answer, read as it arrives.
+
+    Iterate it for the function's bytes, piece by piece, as the runtime sends
+    them. Once iteration is over, ``error_code`` and ``error_details`` hold
+    what the closing ``InvokeComplete`` event reported (``None`` when the
+    stream completed), and ``complete`` says whether that event came at all.
+    A call refused before the function ran (``status`` other than 200) has no
+    pieces: its error type and body are in the same two fields.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.request_id = response.headers.get("X-Amzn-RequestId", "")
+        self.content_type = response.headers.get("Content-Type", "")
+        self.function_error = response.headers.get("X-Amz-Function-Error")
+        self.error_code: str | None = None
+        self.error_details: str | None = None
+        self.complete = False
+
+    def error(self) -> Any:
+        """``error_details`` parsed as JSON (the error document), or None."""
+        return None if self.error_details is None else orjson.loads(self.error_details)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.status != 200:
+            self.error_code = self._response.headers.get("X-Amzn-ErrorType")
+            self.error_details = (await self._response.read()).decode()
+            return
+        decoder = EventStreamDecoder()
+        async for data in self._response.content.iter_any():
+            for event in decoder.feed(data):
+                if event.event_type == PAYLOAD_CHUNK:
+                    yield event.payload
+                elif event.event_type == INVOKE_COMPLETE:
+                    self._complete(orjson.loads(event.payload or b"{}"))
+
+    def _complete(self, body: dict[str, str]) -> None:
+        self.complete = True
+        self.error_code = body.get("ErrorCode") or None
+        self.error_details = body.get("ErrorDetails") if self.error_code else None
 
 
 def _loopback_for(host: str) -> str:
@@ -81,6 +128,14 @@ class Emulator:
     (the next invoke starts cold). The Extensions API is always served; a
     runtime that registers an extension gets SIGTERM at shutdown, one that
     does not gets SIGKILL, as on Lambda.
+
+    ``max_concurrency`` makes it a Managed Instances function: the runtime
+    may keep that many ``/next`` polls open, each invocation goes to an idle
+    one (``Runtime.Unavailable`` at once when none is), invocations overlap,
+    nothing freezes, and a timeout fails its caller without stopping the
+    runtime. ``snap_start`` makes every environment a SnapStart one, restored
+    right after its init (``/restore/next``); its first REPORT shows the
+    restore duration.
     """
 
     def __init__(
@@ -100,6 +155,8 @@ class Emulator:
         extensions_dir: str | os.PathLike[str] | None = None,
         freeze: bool = False,
         idle_shutdown: float | None = None,
+        max_concurrency: int | None = None,
+        snap_start: bool = False,
     ) -> None:
         if extensions_dir is not None and not os.path.isdir(extensions_dir):
             message = f"extensions_dir {os.fspath(extensions_dir)!r} is not a directory"
@@ -115,6 +172,8 @@ class Emulator:
             task_root=os.path.abspath(os.fspath(cwd) if cwd is not None else "."),
             env=dict(env or {}),
             init_timeout=init_timeout,
+            max_concurrency=max_concurrency,
+            snap_start=snap_start,
         )
         self._config = config
         self._host = host
@@ -132,7 +191,7 @@ class Emulator:
         )
 
         self._invoke_runner: web.AppRunner | None = None
-        self._runtime_runner: web.AppRunner | None = None
+        self._runtime_server: HttpServer | None = None
         self._session: aiohttp.ClientSession | None = None
         self._url: str | None = None
         self._runtime_api: str | None = None
@@ -179,6 +238,11 @@ class Emulator:
         """Every environment's end so far: ``(reason, signal, exit_code)``."""
         return self._sandbox.shutdowns
 
+    @property
+    def idle_pollers(self) -> int:
+        """How many runtime ``/next`` polls are waiting for an event now."""
+        return self._sandbox.idle_pollers
+
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
@@ -187,14 +251,17 @@ class Emulator:
             raise RuntimeError("the emulator is already started")
         try:
             # The Runtime API first: its address goes into the runtime's env.
-            runtime_app = web.Application()
-            add_runtime_routes(runtime_app, self._sandbox.slot, self._config.arn)
+            router = Router()
             sandbox = self._sandbox
-            add_extension_routes(runtime_app, lambda: sandbox.extensions)
-            self._runtime_runner = await _serve(
-                runtime_app, _loopback_for(self._host), 0
+            add_runtime_routes(
+                router,
+                sandbox.slot,
+                self._config.arn,
+                snap_start=self._config.snap_start,
             )
-            host, port = _bound(self._runtime_runner)
+            add_extension_routes(router, lambda: sandbox.extensions)
+            self._runtime_server = HttpServer(router)
+            host, port = await self._runtime_server.start(_loopback_for(self._host), 0)
             self._runtime_api = _host_port(host, port)
 
             invoke_app = web.Application()
@@ -219,10 +286,11 @@ class Emulator:
     async def close(self) -> None:
         """Spin the environment down, answer waiting callers, stop both servers."""
         await self._sandbox.close()
-        for runner in (self._invoke_runner, self._runtime_runner):
-            if runner is not None:
-                await runner.cleanup()
-        self._invoke_runner = self._runtime_runner = None
+        if self._invoke_runner is not None:
+            await self._invoke_runner.cleanup()
+        if self._runtime_server is not None:
+            await self._runtime_server.close()
+        self._invoke_runner = self._runtime_server = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -248,6 +316,15 @@ class Emulator:
         """
         await self._sandbox.wait_idle()
 
+    async def wait_pollers(self, count: int) -> None:
+        """Wait until ``count`` runtime pollers wait for an event at once.
+
+        Managed Instances only: init ends at the first poller's ``/next``,
+        and a burst of invocations sent before the others have polled meets
+        ``Runtime.Unavailable``. Bound it with ``asyncio.timeout``.
+        """
+        await self._sandbox.wait_pollers(count)
+
     # -- testing controls ----------------------------------------------------
 
     async def idle(self, seconds: float) -> None:
@@ -260,7 +337,8 @@ class Emulator:
         with reason ``timeout``, and the next invoke starts cold.
 
         An invocation in flight times out at once; otherwise the idle
-        environment is reset.
+        environment is reset. Under Managed Instances every invocation in
+        flight times out and the runtime stays, as there.
         """
         await self._sandbox.force_timeout()
 
@@ -302,27 +380,9 @@ class Emulator:
 
         ``bytes`` are sent as they are, ``str`` as UTF-8, anything else as JSON.
         """
-        if self._session is None:
-            raise RuntimeError("the emulator is not started; await start() first")
-        if isinstance(event, bytes):
-            body = event
-        elif isinstance(event, str):
-            body = event.encode("utf-8")
-        else:
-            body = orjson.dumps(event)
-
-        headers = {"Content-Type": "application/json"}
-        if client_context is not None:
-            headers["X-Amz-Client-Context"] = encode_client_context(client_context)
-        if tenant_id is not None:
-            headers["X-Amz-Tenant-Id"] = tenant_id
-        if trace_id is not None:
-            headers["X-Amzn-Trace-Id"] = trace_id
-
-        # aiohttp warns (ResourceWarning) about raw bodies over 1 MiB; a file
-        # object is streamed instead, and 6 MB events are legitimate here.
-        data = io.BytesIO(body) if len(body) > _RAW_BODY_LIMIT else body
-        async with self._session.post(
+        session = self._client()
+        data, headers = _request(event, client_context, tenant_id, trace_id)
+        async with session.post(
             self.url + INVOKE_PATH, data=data, headers=headers
         ) as response:
             payload = await response.read()
@@ -333,10 +393,66 @@ class Emulator:
                 request_id=response.headers.get("X-Amzn-RequestId", ""),
             )
 
+    @asynccontextmanager
+    async def invoke_stream(
+        self,
+        event: bytes | str | object = b"{}",
+        *,
+        client_context: Mapping[str, Any] | None = None,
+        tenant_id: str | None = None,
+        trace_id: str | None = None,
+    ) -> AsyncIterator[InvokeStream]:
+        """Invoke through ``InvokeWithResponseStream`` and read as it streams::
+
+        async with emulator.invoke_stream({"n": 3}) as response:
+            async for piece in response:
+                ...
+        assert response.error_code is None
+        """
+        session = self._client()
+        data, headers = _request(event, client_context, tenant_id, trace_id)
+        async with session.post(
+            self.url + STREAM_PATH, data=data, headers=headers
+        ) as response:
+            yield InvokeStream(response)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the emulator is not started; await start() first")
+        return self._session
+
+
+def _request(
+    event: bytes | str | object,
+    client_context: Mapping[str, Any] | None,
+    tenant_id: str | None,
+    trace_id: str | None,
+) -> tuple[bytes | io.BytesIO, dict[str, str]]:
+    """The body and headers of an invoke request for ``event``."""
+    if isinstance(event, bytes):
+        body = event
+    elif isinstance(event, str):
+        body = event.encode("utf-8")
+    else:
+        body = orjson.dumps(event)
+
+    headers = {"Content-Type": "application/json"}
+    if client_context is not None:
+        headers["X-Amz-Client-Context"] = encode_client_context(client_context)
+    if tenant_id is not None:
+        headers["X-Amz-Tenant-Id"] = tenant_id
+    if trace_id is not None:
+        headers["X-Amzn-Trace-Id"] = trace_id
+
+    # aiohttp warns (ResourceWarning) about raw bodies over 1 MiB; a file
+    # object is streamed instead, and 6 MB events are legitimate here.
+    data = io.BytesIO(body) if len(body) > _RAW_BODY_LIMIT else body
+    return data, headers
+
 
 async def _serve(app: web.Application, host: str, port: int) -> web.AppRunner:
-    # handler_cancellation: a runtime that dies mid-poll must not leave a
-    # handler behind waiting to hand it an event.
+    # handler_cancellation: a caller that hangs up stops reading the stream
+    # meant for it.
     runner = web.AppRunner(
         app,
         access_log=None,

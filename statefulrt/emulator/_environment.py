@@ -32,11 +32,14 @@ def _error_future() -> asyncio.Future[str]:
 class Environment:
     """One runtime, its external extensions, and how far their init has come.
 
-    ``runtime_ready`` resolves at the runtime's first ``/next``;
+    ``runtime_ready`` resolves at the runtime's first ``/next`` (under
+    SnapStart: its ``/restore/next``, the moment the snapshot is taken);
     ``init_error`` resolves with the reported error type when the runtime
     posts ``/init/error`` (``init_error_payload`` is what the caller gets).
     ``init_ended_at`` is set by the sandbox once the runtime *and* every
-    registered extension have polled.
+    registered extension have polled. Under SnapStart ``restored`` resolves
+    at the first ``/next`` after the restore and ``restore_error`` like
+    ``init_error``, from ``/restore/error``.
     """
 
     extensions: ExtensionRegistry
@@ -47,6 +50,11 @@ class Environment:
     init_error: asyncio.Future[str] = field(default_factory=_error_future)
     init_error_payload: bytes = b""
     init_ended_at: float | None = None
+    restored: asyncio.Future[None] = field(default_factory=_future)
+    restore_error: asyncio.Future[str] = field(default_factory=_error_future)
+    restore_error_payload: bytes = b""
+    restore_started_at: float | None = None
+    restore_ended_at: float | None = None
     frozen: bool = False
     # The signal the platform already sent the runtime outside the shutdown
     # phase (a SIGKILL asked for by a test), for the shutdown record.
@@ -69,6 +77,24 @@ class Environment:
         if not self.runtime_ready.done() and not self.init_error.done():
             self.init_error_payload = payload
             self.init_error.set_result(error_type)
+
+    def end_restore(self) -> None:
+        """The restored runtime polled ``/next``: its after-restore work is done."""
+        if not self.restored.done() and not self.restore_error.done():
+            self.restore_ended_at = asyncio.get_running_loop().time()
+            self.restored.set_result(None)
+
+    def fail_restore(self, error_type: str, payload: bytes) -> None:
+        if not self.restored.done() and not self.restore_error.done():
+            self.restore_error_payload = payload
+            self.restore_error.set_result(error_type)
+
+    @property
+    def restore_duration(self) -> float | None:
+        """Seconds from the restore to the runtime's first ``/next``, once known."""
+        if self.restore_started_at is None or self.restore_ended_at is None:
+            return None
+        return max(0.0, self.restore_ended_at - self.restore_started_at)
 
     # -- health ---------------------------------------------------------------
 

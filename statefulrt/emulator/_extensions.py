@@ -15,6 +15,10 @@ around it: it waits for every registration and first ``event/next`` before init
 ends, sends INVOKE and waits for the subscribers to poll again before an
 invocation ends, and sends SHUTDOWN when the environment goes away. Error
 messages are RAPID's own (RIE ``rapi/handler``, ``core/*agent*``).
+
+Under Managed Instances (``managed``) there is no INVOKE event at all: an
+external extension may subscribe to SHUTDOWN only, an internal one to nothing
+(RIE ``lambda-managed-instances/core/*agent.go``).
 """
 
 from __future__ import annotations
@@ -167,10 +171,15 @@ class ExtensionRegistry:
     """Every extension of one environment, and the phases they hold up."""
 
     def __init__(
-        self, metadata: FunctionMetadata, external_names: Iterable[str] = ()
+        self,
+        metadata: FunctionMetadata,
+        external_names: Iterable[str] = (),
+        *,
+        managed: bool = False,
     ) -> None:
         loop = asyncio.get_running_loop()
         self._metadata = metadata
+        self._managed = managed
         self._by_name = {
             name: Extension(name, external=True) for name in external_names
         }
@@ -275,8 +284,9 @@ class ExtensionRegistry:
 
         extension = self._by_name.get(name)
         if extension is not None and extension.external:
+            allowed = (SHUTDOWN,) if self._managed else (INVOKE, SHUTDOWN)
             for event in events:
-                if event not in (INVOKE, SHUTDOWN):
+                if event not in allowed:
                     raise _forbidden(_INVALID_EVENT, f"{event}: ErrorInvalidEventType")
             if extension.state is not ExtensionState.STARTED:
                 raise _transition(extension.state, "Registered", name)
@@ -304,7 +314,7 @@ class ExtensionRegistry:
             if event == SHUTDOWN:
                 message = f"{event}: ShutdownEventNotSupportedForInternalExtension"
                 raise _forbidden(_INVALID_EVENT, message)
-            if event != INVOKE:
+            if event != INVOKE or self._managed:
                 raise _forbidden(_INVALID_EVENT, f"{event}: ErrorInvalidEventType")
         if not self.registration_open:
             raise _forbidden(

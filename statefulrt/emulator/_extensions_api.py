@@ -1,4 +1,4 @@
-"""The Extensions API (``/2020-01-01/extension``) as aiohttp routes.
+"""The Extensions API (``/2020-01-01/extension``) as routes.
 
 Served on the Runtime API's socket, as on Lambda. Like the Runtime API routes
 these only translate HTTP; the registry of the current environment decides. It
@@ -13,9 +13,8 @@ import uuid
 from collections.abc import Callable
 from typing import Final
 
-from aiohttp import web
-
 from ._extensions import ExtensionRegistry
+from ._server import Request, Response, Router
 from ._wire import (
     MAX_ERROR_BYTES,
     RuntimeAPIError,
@@ -39,8 +38,8 @@ class _ExtensionRoutes:
     def __init__(self, registry: Callable[[], ExtensionRegistry]) -> None:
         self._registry = registry
 
-    async def register(self, request: web.Request) -> web.Response:
-        body = await read_limited(request, MAX_ERROR_BYTES)
+    async def register(self, request: Request) -> Response:
+        body = await read_limited(request.body, MAX_ERROR_BYTES)
         try:
             if body is None:
                 raise RuntimeAPIError.too_large(MAX_ERROR_BYTES)
@@ -51,13 +50,9 @@ class _ExtensionRoutes:
             )
         except RuntimeAPIError as exc:
             return error_response(exc)
-        return web.Response(
-            body=payload,
-            content_type="application/json",
-            headers={_IDENTIFIER: identifier},
-        )
+        return Response(200, payload, headers={_IDENTIFIER: identifier})
 
-    async def next(self, request: web.Request) -> web.Response:
+    async def next(self, request: Request) -> Response:
         registry = self._registry()
         try:
             event = await registry.next(
@@ -65,15 +60,11 @@ class _ExtensionRoutes:
             )
         except RuntimeAPIError as exc:
             return error_response(exc)
-        return web.Response(
-            body=event,
-            content_type="application/json",
-            headers={_EVENT_IDENTIFIER: str(uuid.uuid4())},
-        )
+        return Response(200, event, headers={_EVENT_IDENTIFIER: str(uuid.uuid4())})
 
-    async def init_error(self, request: web.Request) -> web.Response:
+    async def init_error(self, request: Request) -> Response:
         # The optional ErrorRequest body only feeds Lambda's own logs.
-        await read_limited(request, MAX_ERROR_BYTES)
+        await read_limited(request.body, MAX_ERROR_BYTES)
         try:
             self._registry().init_error(
                 request.headers.get(_IDENTIFIER), request.headers.get(_ERROR_TYPE)
@@ -82,8 +73,8 @@ class _ExtensionRoutes:
             return error_response(exc)
         return status_ok()
 
-    async def exit_error(self, request: web.Request) -> web.Response:
-        await read_limited(request, MAX_ERROR_BYTES)
+    async def exit_error(self, request: Request) -> Response:
+        await read_limited(request.body, MAX_ERROR_BYTES)
         try:
             self._registry().exit_error(
                 request.headers.get(_IDENTIFIER), request.headers.get(_ERROR_TYPE)
@@ -94,11 +85,11 @@ class _ExtensionRoutes:
 
 
 def add_extension_routes(
-    app: web.Application, registry: Callable[[], ExtensionRegistry]
+    router: Router, registry: Callable[[], ExtensionRegistry]
 ) -> None:
     """Mount the Extensions API; ``registry`` returns the current environment's."""
     routes = _ExtensionRoutes(registry)
-    app.router.add_post(f"{EXTENSION_PREFIX}/register", routes.register)
-    app.router.add_get(f"{EXTENSION_PREFIX}/event/next", routes.next)
-    app.router.add_post(f"{EXTENSION_PREFIX}/init/error", routes.init_error)
-    app.router.add_post(f"{EXTENSION_PREFIX}/exit/error", routes.exit_error)
+    router.add("POST", f"{EXTENSION_PREFIX}/register", routes.register)
+    router.add("GET", f"{EXTENSION_PREFIX}/event/next", routes.next)
+    router.add("POST", f"{EXTENSION_PREFIX}/init/error", routes.init_error)
+    router.add("POST", f"{EXTENSION_PREFIX}/exit/error", routes.exit_error)

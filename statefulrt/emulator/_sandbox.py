@@ -1,4 +1,4 @@
-"""The sandbox: execution environments serving invocations, one at a time.
+"""The sandbox: execution environments serving invocations.
 
 The invoke endpoint *submits* invocations and the testing controls submit
 jobs (shut down, force a timeout, restart); one worker task runs them strictly
@@ -15,8 +15,16 @@ starts a new one, cold, with the same temporary directory (``/tmp`` survives
 resets on Lambda). Between invocations the environment can be frozen, and
 after an idle period it can be spun down.
 
-Seam for later work: Managed Instances replace the single slot and worker
-with a pool of each.
+Under SnapStart every new environment is one restored from its snapshot:
+init ends at the runtime's ``/restore/next``, the sandbox restores at once
+(releasing that poll), and the restore ends at the runtime's first ``/next``,
+or fails with its ``/restore/error``.
+
+Under Managed Instances the worker only *dispatches*: each invocation goes to
+an idle poller of the runtime pool (or is refused with ``Runtime.Unavailable``
+when every poller is busy) and a follower task of its own sees it to its end,
+so invocations overlap. Nothing is frozen, and a timeout is reported to its
+caller without stopping the runtime, whose late answer is refused with 410.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ from ._environment import Environment
 from ._extensions import MAX_EXTENSIONS, ExtensionRegistry, FunctionMetadata
 from ._invocation import Answer, Invocation
 from ._logging import logger
+from ._pool import RuntimePool
 from ._report import Report, Reporter, ReportStatus
+from ._runtime_side import RuntimeSide
 from ._shutdown import Shutdown, ShutdownReason, shut_down
 from ._slot import RuntimeSlot
 from ._supervisor import SandboxProcess, exit_reason
-from ._wire import function_error, platform_error_type
+from ._wire import RuntimeAPIError, function_error, platform_error_type
 
 __all__ = ["SHUTDOWN_REASONS", "Sandbox"]
 
@@ -50,6 +60,9 @@ _INIT_ERROR_EXIT_GRACE: Final = 0.5
 
 # How long close() lets an answered invocation take to end by itself.
 _CLOSE_GRACE: Final = 0.25
+
+# Lambda gives a restore and the after-restore hooks ten seconds.
+RESTORE_TIMEOUT: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -65,8 +78,10 @@ class _Failure:
     def answer(self, request_id: str) -> Answer:
         if self.payload is not None:
             return Answer(self.payload, function_error="Unhandled")
-        message = f"RequestId: {request_id} Error: {self.detail}"
-        return Answer.failure(self.error_type, message)
+        return Answer.failure(self.error_type, self.message(request_id))
+
+    def message(self, request_id: str) -> str:
+        return f"RequestId: {request_id} Error: {self.detail}"
 
     @property
     def reported_type(self) -> str | None:
@@ -91,7 +106,7 @@ class _Job:
 
 
 class Sandbox:
-    """Serves invocations one at a time against supervised environments."""
+    """Serves invocations against supervised environments."""
 
     def __init__(
         self,
@@ -106,6 +121,11 @@ class Sandbox:
         if not command:
             raise ValueError(
                 "command must name the runtime to start, e.g. ['./bootstrap']"
+            )
+        if freeze and config.managed:
+            raise ValueError(
+                "freeze cannot be combined with max_concurrency: Managed "
+                "Instances never freeze an environment"
             )
         self._command = tuple(command)
         self._config = config
@@ -129,8 +149,17 @@ class Sandbox:
         self._between_jobs = asyncio.Event()
         self._forced: asyncio.Future[None] | None = None
         self._closed = False
+        # Managed Instances: the invocations in flight, each with its follower.
+        self._followers: dict[asyncio.Task[None], Invocation] = {}
+        self._all_forced: asyncio.Future[None] | None = None
 
-        self.slot = RuntimeSlot(config.timeout, reporter)
+        self.slot: RuntimeSide
+        if config.managed:
+            self.slot = RuntimePool(config.timeout, reporter)
+        else:
+            self.slot = RuntimeSlot(
+                config.timeout, reporter, snap_start=config.snap_start
+            )
         self._env: Environment | None = None
         self._extensions: ExtensionRegistry | None = None
         self.tmpdir: str | None = None
@@ -153,6 +182,19 @@ class Sandbox:
         if env is None or env.runtime is None or not env.runtime.alive:
             return None
         return env.runtime.pid
+
+    @property
+    def idle_pollers(self) -> int:
+        return self.slot.idle_pollers
+
+    async def wait_pollers(self, count: int) -> None:
+        """Wait until ``count`` runtime pollers wait for an event at once."""
+        if not isinstance(self.slot, RuntimePool):
+            raise RuntimeError(
+                "only a Managed Instances environment (max_concurrency) has "
+                "several pollers; use wait_idle() otherwise"
+            )
+        await self.slot.wait_pollers(count)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -200,6 +242,12 @@ class Sandbox:
         while not self._queue.empty():
             _abandon(self._queue.get_nowait())
             self._queue.task_done()
+        followers = dict(self._followers)
+        for task, invocation in followers.items():
+            task.cancel()
+            _abandon(invocation)
+        if followers:
+            await asyncio.wait(followers)
 
         await self._shutdown("spindown")
         for process in list(self._processes):
@@ -220,6 +268,12 @@ class Sandbox:
     async def wait_idle(self) -> None:
         """Return once everything submitted so far has finished and been reported."""
         await self._queue.join()
+        await self._drain_followers()
+
+    async def _drain_followers(self) -> None:
+        # Only the worker starts followers, and it is done with the queue.
+        while self._followers:
+            await asyncio.wait(list(self._followers))
 
     # -- testing controls --------------------------------------------------
 
@@ -232,10 +286,20 @@ class Sandbox:
             raise ValueError(f"reason must be one of {choices}, got {reason!r}")
         if budget_ms is not None and not budget_ms >= 0:
             raise ValueError(f"budget_ms must be 0 or more, got {budget_ms}")
-        await self._control(lambda: self._shutdown(reason, budget_ms))
+        await self._control(self._after_followers(self._shutdown, reason, budget_ms))
 
     async def force_timeout(self) -> None:
-        """Reset as a timeout does: the invocation in flight, if any, times out."""
+        """Reset as a timeout does: the invocation in flight, if any, times out.
+
+        Under Managed Instances every invocation in flight times out and the
+        environment stays, as there.
+        """
+        if self._config.managed:
+            forced, self._all_forced = self._all_forced, None
+            if forced is not None:
+                forced.set_result(None)
+            await self._drain_followers()
+            return
         env = self._env
         if self._forced is not None and not self._forced.done():
             self._forced.set_result(None)
@@ -252,7 +316,18 @@ class Sandbox:
 
     async def restart(self) -> None:
         """Replace the environment by a fresh one and wait until its init is done."""
-        await self._control(self._restart)
+        await self._control(self._after_followers(self._restart))
+
+    def _after_followers(
+        self, action: Callable[..., Awaitable[None]], *args: Any
+    ) -> Callable[[], Awaitable[None]]:
+        """``action(*args)`` once the invocations in flight have ended."""
+
+        async def run() -> None:
+            await self._drain_followers()
+            await action(*args)
+
+        return run
 
     async def _control(self, action: Callable[[], Awaitable[None]]) -> None:
         if self._closed:
@@ -319,15 +394,16 @@ class Sandbox:
             if env is None or env is not self._env:
                 continue
             if done:
-                # Only an unfrozen (or killed) environment breaks while idle.
+                # Only an unfrozen (or killed) environment breaks while idle;
+                # under Managed Instances the followers fail what was in flight.
                 failure = self._breakage(env)
                 logger.warning(
-                    "the idle environment broke (%s: %s); resetting it",
+                    "the environment broke (%s: %s); resetting it",
                     failure.error_type if failure else "unknown",
                     failure.detail if failure else "",
                 )
                 await self._reset("failure")
-            else:
+            elif not self._followers:
                 logger.info("idle for %s s: spinning the environment down", timeout)
                 await self._shutdown("spindown")
 
@@ -343,7 +419,10 @@ class Sandbox:
 
     async def _serve_safely(self, invocation: Invocation) -> None:
         try:
-            await self._serve(invocation)
+            if self._config.managed:
+                await self._dispatch(invocation)
+            else:
+                await self._serve(invocation)
         except Exception:
             logger.exception(
                 "emulator failed serving request %s; resetting the sandbox",
@@ -358,6 +437,7 @@ class Sandbox:
             await self._reset("failure")
 
     async def _serve(self, invocation: Invocation) -> None:
+        assert isinstance(self.slot, RuntimeSlot)
         loop = asyncio.get_running_loop()
         invocation.dispatched_at = loop.time()
         self._forced = loop.create_future()
@@ -409,6 +489,84 @@ class Sandbox:
         forced = self._forced is not None and self._forced.done()
         return env.broken and not forced
 
+    # -- Managed Instances -------------------------------------------------
+
+    async def _dispatch(self, invocation: Invocation) -> None:
+        """Hand the event to an idle poller and follow it apart, or refuse it."""
+        assert isinstance(self.slot, RuntimePool)
+        loop = asyncio.get_running_loop()
+        invocation.dispatched_at = loop.time()
+
+        env = self._env
+        if env is not None and env.dead():
+            await self._reset("failure")
+            env = None
+        cold = env is None
+        if env is None:
+            env, failure = await self._init()
+            if failure is not None:
+                outcome = self._settle(invocation, failure)
+                self._report(invocation, env, cold, outcome)
+                await self._end_failed_init(env, failure)
+                return
+
+        # No queueing behind busy pollers: the caller is refused at once.
+        if not self.slot.dispatch(invocation):
+            concurrency = self._config.max_concurrency
+            message = (
+                f"RequestId: {invocation.request_id} Error: no runtime poller is "
+                f"idle (all busy, AWS_LAMBDA_MAX_CONCURRENCY={concurrency}); "
+                "retry once an invocation has finished"
+            )
+            logger.warning(
+                "request %s refused: every poller is busy", invocation.request_id
+            )
+            invocation.settle(Answer.refusal(400, "Runtime.Unavailable", message))
+            return
+
+        if self._all_forced is None:
+            self._all_forced = loop.create_future()
+        follower = asyncio.create_task(
+            self._follow(invocation, env, cold, self._all_forced),
+            name=f"statefulrt-emulator-{invocation.request_id}",
+        )
+        self._followers[follower] = invocation
+        follower.add_done_callback(self._followers.pop)
+
+    async def _follow(
+        self,
+        invocation: Invocation,
+        env: Environment,
+        cold: bool,
+        forced: asyncio.Future[None],
+    ) -> None:
+        """Wait for the answer (and its stream) to end, a breakage, or the deadline."""
+        assert isinstance(self.slot, RuntimePool)
+        loop = asyncio.get_running_loop()
+        while not invocation.complete:
+            if env.broken:
+                self.slot.forget(invocation)
+                failure = self._breakage(env) or self._timeout()
+                # The worker resets the environment; this only answers.
+                self._report(invocation, env, cold, self._settle(invocation, failure))
+                return
+            if forced.done() or loop.time() >= invocation.deadline:
+                # LMI does not stop the code: the runtime stays, and its late
+                # answer is refused with 410 InvokeTimeout.
+                self.slot.time_out(invocation)
+                outcome = self._settle(
+                    invocation,
+                    self._timeout(),
+                    reset=False,
+                    refusal=RuntimeAPIError.invoke_timeout(),
+                )
+                self._report(invocation, env, cold, outcome)
+                return
+            stream = invocation.stream
+            pending = invocation.answer if stream is None else stream.ended
+            await _first(loop, invocation.deadline, pending, forced, *env.exits())
+        self._report(invocation, env, cold, _Outcome(_status(invocation), loop.time()))
+
     # -- init --------------------------------------------------------------
 
     async def _init(self) -> tuple[Environment, _Failure | None]:
@@ -422,7 +580,11 @@ class Sandbox:
             files = self._extension_files()
         except OSError as exc:
             files, listing = [], exc
-        registry = ExtensionRegistry(self._metadata, [name for name, _ in files])
+        registry = ExtensionRegistry(
+            self._metadata,
+            [name for name, _ in files],
+            managed=self._config.managed,
+        )
         env = self._env = Environment(registry, launched_at)
         self._extensions = registry
         if listing is not None:
@@ -471,6 +633,8 @@ class Sandbox:
             await self._wait(limit, env, ready)
             if ready.done():
                 env.init_ended_at = loop.time()
+                if self._config.snap_start:
+                    return env, await self._restore(env)
                 return env, None
         if env.init_error.done():
             failure = _Failure(
@@ -481,6 +645,30 @@ class Sandbox:
             )
             return env, failure
         return env, self._breakage(env) or self._timeout()
+
+    async def _restore(self, env: Environment) -> _Failure | None:
+        """Snapshot and restore at once: the runtime's after-restore work, timed.
+
+        The restore ends at the runtime's first ``/next``; a ``/restore/error``
+        fails it like an init error (its payload goes to the caller).
+        """
+        assert isinstance(self.slot, RuntimeSlot)
+        loop = asyncio.get_running_loop()
+        self.slot.restore()
+        limit = loop.time() + RESTORE_TIMEOUT
+        await self._wait(limit, env, env.restored, env.restore_error)
+        if env.restored.done():
+            return None
+        if env.restore_error.done():
+            error_type = env.restore_error.result()
+            payload = env.restore_error_payload
+            detail = "the runtime reported a restore error"
+            return _Failure("error", "failure", error_type, detail, payload)
+        # NOTE(restore-timeout): Lambda reports this as the invoke API's
+        # SnapStartTimeoutException; here it is a function error of that type.
+        detail = f"the restore did not finish within {RESTORE_TIMEOUT:.0f} seconds"
+        timeout = _Failure("timeout", "timeout", "SnapStartTimeoutException", detail)
+        return self._breakage(env) or timeout
 
     async def _spawn(
         self, command: Sequence[str], environ: dict[str, str], cwd: str
@@ -553,25 +741,40 @@ class Sandbox:
                 return self._cut_short(invocation, env)
             pending = [end for end in ends if not end.done()]
             await self._wait(invocation.deadline, env, *pending)
-        status: ReportStatus = "success"
-        if invocation.answer.result().function_error:
-            status = "error"
-        return _Outcome(status, loop.time())
+        return _Outcome(_status(invocation), loop.time())
 
     def _cut_short(self, invocation: Invocation, env: Environment) -> _Outcome:
         """End the invocation on a breakage, or else on a timeout."""
         return self._settle(invocation, self._breakage(env) or self._timeout())
 
-    def _settle(self, invocation: Invocation, failure: _Failure) -> _Outcome:
+    def _settle(
+        self,
+        invocation: Invocation,
+        failure: _Failure,
+        *,
+        reset: bool = True,
+        refusal: RuntimeAPIError | None = None,
+    ) -> _Outcome:
+        """Fail the caller (or cut its stream short) with ``failure``."""
         ended_at = asyncio.get_running_loop().time()
         logger.warning(
-            "request %s failed (%s): %s; resetting the environment",
+            "request %s failed (%s): %s%s",
             invocation.request_id,
             failure.error_type,
             failure.detail or "init error",
+            "; resetting the environment" if reset else "",
         )
-        invocation.settle(failure.answer(invocation.request_id))
-        return _Outcome(failure.status, ended_at, failure.reported_type, failure.reason)
+        if not invocation.settle(failure.answer(invocation.request_id)):
+            stream = invocation.stream
+            if stream is not None:
+                message = failure.message(invocation.request_id)
+                stream.cut(failure.error_type, message, refusal)
+        return _Outcome(
+            failure.status,
+            ended_at,
+            failure.reported_type,
+            failure.reason if reset else None,
+        )
 
     def _breakage(self, env: Environment) -> _Failure | None:
         """What broke in ``env``, if anything: the runtime, then extensions."""
@@ -621,7 +824,13 @@ class Sandbox:
             env.runtime.sample_memory()
             memory = env.runtime.peak_rss_mb
         init_duration: float | None = None
-        if cold:
+        restore_duration: float | None = None
+        if cold and env.restore_started_at is not None:
+            # A restored sandbox reports its restore, not the init behind
+            # the snapshot.
+            restored_at = env.restore_ended_at or outcome.ended_at
+            restore_duration = (restored_at - env.restore_started_at) * 1000
+        elif cold:
             init_ended_at = env.init_ended_at or outcome.ended_at
             init_duration = (init_ended_at - env.launched_at) * 1000
 
@@ -633,6 +842,7 @@ class Sandbox:
                 memory_size_mb=self._config.memory_mb,
                 max_memory_used_mb=memory,
                 init_duration_ms=init_duration,
+                restore_duration_ms=restore_duration,
                 status=outcome.status,
                 error_type=None
                 if error_type is None
@@ -674,17 +884,26 @@ class Sandbox:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def _status(invocation: Invocation) -> ReportStatus:
+    """How an answered invocation went, for its REPORT line."""
+    answer = invocation.answer.result()
+    failed = answer.stream is not None and answer.stream.error is not None
+    return "error" if answer.function_error or failed else "success"
+
+
 def _abandon(job: Invocation | _Job) -> None:
     """Answer a job the emulator closed under."""
     if isinstance(job, Invocation):
-        job.settle(_shutdown_answer())
+        if not job.settle(_shutdown_answer()) and job.stream is not None:
+            message = "The emulator shut down before the response was complete."
+            job.stream.cut("ServiceException", message)
     elif not job.done.done():
         job.done.set_exception(RuntimeError("the emulator was closed first"))
 
 
 def _shutdown_answer() -> Answer:
     message = "The emulator shut down before the invocation finished."
-    return Answer(function_error("ServiceException", message), status=500)
+    return Answer.refusal(500, "ServiceException", message)
 
 
 async def _first(

@@ -1,4 +1,4 @@
-"""The runtime's side of an execution environment, as RAPID tracks it.
+"""The runtime's side of a default (one poller) environment, as RAPID tracks it.
 
 A ``RuntimeSlot`` is what one polling runtime sees through the Runtime API:
 its state, the invocation it holds, the ``/next`` request it has open. The
@@ -9,70 +9,69 @@ bodies a runtime receives::
     Running --response/error--> RuntimeResponseSentState --next--> Ready
     Started --init/error--> InitError
 
+and under SnapStart, where ``/restore/next`` is the moment of the snapshot::
+
+    Started --restore/next--> RestoreReady --(restore)--> Restoring
+    Restoring --next--> Ready
+    Restoring --restore/error--> RuntimeRestoreErrorState
+
 Polling ``/next`` again is what *finishes* an invocation: work done between
 the answer and that poll is billed and bounded by the same deadline, as on
-Lambda. The sandbox decides when to offer events and when to reset; the slot
-only keeps the runtime's side of the conversation consistent. Managed
-Instances will hold several slots, one per concurrent poller.
+Lambda. The sandbox decides when to offer events, when to restore and when to
+reset; the slot only keeps the runtime's side of the conversation consistent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-import time
-
-import orjson
 
 from ._environment import Environment
-from ._invocation import Answer, Invocation
+from ._invocation import Invocation
 from ._poll import Poll
 from ._report import Reporter
-from ._wire import MAX_PAYLOAD_BYTES, RuntimeAPIError, error_payload
+from ._runtime_side import RuntimeSide, RuntimeState, reported_error_type
+from ._wire import RuntimeAPIError, error_payload
 
 __all__ = ["RuntimeSlot", "RuntimeState"]
 
 
-class RuntimeState(enum.Enum):
-    """The runtime's state, named as RAPID names it in its 403 messages."""
-
-    STARTED = "Started"
-    INIT_ERROR = "InitError"
-    READY = "Ready"
-    RUNNING = "Running"
-    RESPONSE_SENT = "RuntimeResponseSentState"
-
-
-class RuntimeSlot:
+class RuntimeSlot(RuntimeSide):
     """One runtime poller's conversation with the Runtime API."""
 
-    def __init__(self, timeout: float, reporter: Reporter) -> None:
-        self._timeout = timeout
-        self._reporter = reporter
-        self.state = RuntimeState.STARTED
-        self.env: Environment | None = None
+    def __init__(
+        self, timeout: float, reporter: Reporter, *, snap_start: bool = False
+    ) -> None:
+        super().__init__(timeout, reporter)
+        self._snap_start = snap_start
         self.current: Invocation | None = None
         self._pending: Invocation | None = None
         self._poll: Poll[Invocation] | None = None
+        self._restore_poll: Poll[bool] | None = None
 
     # -- driven by the sandbox ---------------------------------------------
 
     def attach(self, env: Environment) -> None:
-        """Bind a freshly started runtime process to this slot."""
-        self.env = env
+        super().attach(env)
         if self.state is RuntimeState.READY and self._poll and self._poll.live:
             # The runtime polled /next before its spawn() call returned.
+            env.end_runtime_init()
+            env.end_restore()
+        elif self.state is RuntimeState.RESTORE_READY:
             env.end_runtime_init()
 
     def detach(self) -> Environment | None:
         """Reset to ``Started`` and hand back the environment to be killed."""
-        env, self.env = self.env, None
-        self.state = RuntimeState.STARTED
+        env = super().detach()
         self.current = self._pending = None
-        poll, self._poll = self._poll, None
-        if poll is not None:
-            poll.release()
+        for poll in (self._poll, self._restore_poll):
+            if poll is not None:
+                poll.release()
+        self._poll = self._restore_poll = None
         return env
+
+    @property
+    def idle_pollers(self) -> int:
+        return int(self._poll is not None and self._poll.live)
 
     def offer(self, invocation: Invocation) -> None:
         """Make ``invocation`` current: hand it out now or at the next poll."""
@@ -86,20 +85,22 @@ class RuntimeSlot:
             poll.release()
         self._pending = invocation
 
-    def _hand_out(self, invocation: Invocation) -> None:
-        invocation.handed_at = asyncio.get_running_loop().time()
-        invocation.deadline = invocation.handed_at + self._timeout
-        deadline_ms = int(time.time() * 1000) + round(self._timeout * 1000)
-        invocation.deadline_ms = deadline_ms
-        self.state = RuntimeState.RUNNING
-        invocation.handed_out.set_result(None)
-        self._reporter.start(invocation.request_id)
+    def restore(self) -> None:
+        """The snapshot is taken and restored: release ``/restore/next``.
 
-    def _sample_memory(self) -> None:
-        # Peak memory can only be read from a live process, so every call
-        # the runtime makes is a chance to read it before a crash hides it.
-        if self.env is not None and self.env.runtime is not None:
-            self.env.runtime.sample_memory()
+        A runtime that went straight to ``/next`` (one that does not
+        implement the restore hooks) counts as restored already.
+        """
+        if self.env is not None:
+            self.env.restore_started_at = asyncio.get_running_loop().time()
+        poll, self._restore_poll = self._restore_poll, None
+        if self.state is RuntimeState.RESTORE_READY and poll is not None:
+            self.state = RuntimeState.RESTORING
+            poll.deliver(True)
+
+    def _hand_out(self, invocation: Invocation) -> None:
+        self.state = RuntimeState.RUNNING
+        super()._hand_out(invocation)
 
     # -- driven by the runtime ---------------------------------------------
 
@@ -110,13 +111,23 @@ class RuntimeSlot:
             if not poll.stale:
                 raise RuntimeAPIError.transition(self.state.value, "Ready")
             poll.release()
-        if self.state in (RuntimeState.RUNNING, RuntimeState.INIT_ERROR):
+        refused = (
+            RuntimeState.RUNNING,
+            RuntimeState.INIT_ERROR,
+            RuntimeState.RESTORE_READY,
+            RuntimeState.RESTORE_ERROR,
+        )
+        if self.state in refused:
             raise RuntimeAPIError.transition(self.state.value, "Ready")
         self._sample_memory()
 
-        # Polling again is what ends init, or ends the previous invocation.
-        if self.state is RuntimeState.STARTED and self.env is not None:
-            self.env.end_runtime_init()
+        # Polling again is what ends init (or the restore), or ends the
+        # previous invocation.
+        if self.env is not None:
+            if self.state is RuntimeState.STARTED:
+                self.env.end_runtime_init()
+            if self.state in (RuntimeState.STARTED, RuntimeState.RESTORING):
+                self.env.end_restore()
         if self.state is RuntimeState.RESPONSE_SENT and self.current is not None:
             self.current.finished.set_result(None)
         self.state = RuntimeState.READY
@@ -138,72 +149,52 @@ class RuntimeSlot:
             raise RuntimeAPIError.internal()
         return invocation
 
-    def response(
-        self,
-        request_id: str,
-        body: bytes | None,
-        *,
-        content_type: str | None,
-        mode: str | None,
-    ) -> None:
-        """``POST /runtime/invocation/{id}/response``; ``body`` None if too big."""
-        invocation = self._claim(request_id, "InvocationResponse")
-        self.state = RuntimeState.RESPONSE_SENT
-        self._sample_memory()
-
-        if mode is not None and mode != "streaming":
-            message = (
-                f"RequestId: {request_id} Error: Lambda-Runtime-Function-Response-"
-                f"Mode must be 'streaming' when present, got {mode!r}"
-            )
-            failure = Answer.failure("Runtime.InvalidResponseModeHeader", message)
-            invocation.settle(failure)
-            raise RuntimeAPIError.invalid_response_mode()
-        if body is None:
-            message = (
-                "Response payload size exceeded maximum allowed payload size "
-                f"({MAX_PAYLOAD_BYTES} bytes)."
-            )
-            invocation.settle(Answer.failure("Function.ResponseSizeTooLarge", message))
-            raise RuntimeAPIError.too_large(MAX_PAYLOAD_BYTES)
-
-        # NOTE(streaming): a streamed response is buffered whole and then
-        # answered, until the streaming invoke endpoint exists.
-        invocation.settle(Answer(body, content_type or "application/json"))
-
-    def error(
-        self, request_id: str, body: bytes | None, *, error_type: str | None, limit: int
-    ) -> None:
-        """``POST /runtime/invocation/{id}/error``; ``body`` None if too big."""
-        invocation = self._claim(request_id, "InvocationErrorResponse")
-        if body is None:
-            # The invocation stays open: the runtime may still post a
-            # smaller error, or be timed out.
-            raise RuntimeAPIError.too_large(limit)
-        self.state = RuntimeState.RESPONSE_SENT
-        self._sample_memory()
-        payload = error_payload(body, error_type)
-        invocation.settle(Answer(payload, function_error="Unhandled"))
-
     def init_error(
         self, body: bytes | None, *, error_type: str | None, limit: int
     ) -> None:
-        """``POST /runtime/init/error``: fail init and answer the waiting caller."""
-        if self.state is not RuntimeState.STARTED:
-            raise RuntimeAPIError.transition(self.state.value, "InitError")
+        # RAPID takes an init error posted while restoring as a restore
+        # error, for runtimes written before /restore/error existed.
+        if self.state is RuntimeState.RESTORING:
+            self.restore_error(body, error_type=error_type, limit=limit)
+            return
+        super().init_error(body, error_type=error_type, limit=limit)
+
+    async def restore_next(self, transport: asyncio.BaseTransport | None) -> None:
+        """``GET /runtime/restore/next``: init is done; wait for the restore."""
+        if not self._snap_start or self.state is not RuntimeState.STARTED:
+            raise RuntimeAPIError.transition(self.state.value, "RestoreReady")
+        self.state = RuntimeState.RESTORE_READY
+        self._sample_memory()
+        if self.env is not None:
+            self.env.end_runtime_init()
+
+        poll = self._restore_poll = Poll.open(transport)
+        try:
+            restored = await poll.future
+        finally:
+            if self._restore_poll is poll:
+                self._restore_poll = None
+        if not restored:
+            raise RuntimeAPIError.internal()
+
+    def restore_error(
+        self, body: bytes | None, *, error_type: str | None, limit: int
+    ) -> None:
+        """``POST /runtime/restore/error``: the after-restore hooks failed."""
+        if self.state is not RuntimeState.RESTORING:
+            target = RuntimeState.RESTORE_ERROR.value
+            raise RuntimeAPIError.transition(self.state.value, target)
         if body is None:
             raise RuntimeAPIError.too_large(limit)
-        self.state = RuntimeState.INIT_ERROR
+        self.state = RuntimeState.RESTORE_ERROR
         self._sample_memory()
-
-        # Lambda serves the init error as the result of the pending invoke;
-        # the sandbox hands it to that caller.
         payload = error_payload(body, error_type)
         if self.env is not None:
-            reported = error_type or orjson.loads(payload).get("errorType")
-            self.env.fail_init(str(reported or "Runtime.Unknown"), payload)
+            self.env.fail_restore(reported_error_type(payload, error_type), payload)
 
-    def _claim(self, request_id: str, target: str) -> Invocation:
+    # -- answers -----------------------------------------------------------
+
+    def _check(self, request_id: str, target: str) -> Invocation:
         invocation = self.current
         answerable = (RuntimeState.RUNNING, RuntimeState.RESPONSE_SENT)
         if (
@@ -214,4 +205,9 @@ class RuntimeSlot:
             raise RuntimeAPIError.invalid_request_id()
         if self.state is RuntimeState.RESPONSE_SENT:
             raise RuntimeAPIError.transition(self.state.value, target)
+        return invocation
+
+    def _claim(self, request_id: str, target: str) -> Invocation:
+        invocation = self._check(request_id, target)
+        self.state = RuntimeState.RESPONSE_SENT
         return invocation

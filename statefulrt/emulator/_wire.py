@@ -15,10 +15,12 @@ documented 6 MB (runtime-api.md A.7).
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterable
 from typing import Final
 
 import orjson
-from aiohttp import web
+
+from ._server import Response
 
 __all__ = [
     "MAX_ERROR_BYTES",
@@ -35,8 +37,6 @@ __all__ = [
 
 MAX_PAYLOAD_BYTES: Final = 6 * 1024 * 1024 + 100
 MAX_ERROR_BYTES: Final = 1024 * 1024
-
-_CHUNK: Final = 64 * 1024
 
 _PLATFORM_ERROR_TYPE: Final = re.compile(
     r"(Runtime|Function|Extension)\.[A-Z][a-zA-Z]+"
@@ -59,6 +59,15 @@ class RuntimeAPIError(Exception):
     @classmethod
     def invalid_response_mode(cls) -> RuntimeAPIError:
         return cls(400, "InvalidFunctionResponseMode", "Invalid function response mode")
+
+    @classmethod
+    def truncated(cls) -> RuntimeAPIError:
+        return cls(400, "TruncatedHTTPRequest", "HTTP request detected as truncated")
+
+    @classmethod
+    def invoke_timeout(cls) -> RuntimeAPIError:
+        """A late answer under Managed Instances: the invocation timed out."""
+        return cls(410, "InvokeTimeout", "Invoke timeout")
 
     @classmethod
     def too_large(cls, limit: int) -> RuntimeAPIError:
@@ -85,17 +94,15 @@ def go_json(value: object) -> bytes:
     return orjson.dumps(value) + b"\n"
 
 
-def error_response(error: RuntimeAPIError) -> web.Response:
+def error_response(error: RuntimeAPIError) -> Response:
     """Render ``error`` as RAPID's ErrorResponse (runtime-api.md A.5)."""
     body = go_json({"errorMessage": error.message, "errorType": error.error_type})
-    return web.Response(status=error.status, body=body, content_type="application/json")
+    return Response(error.status, body)
 
 
-def status_ok() -> web.Response:
+def status_ok() -> Response:
     """The 202 ``StatusResponse`` every accepted runtime post gets."""
-    return web.Response(
-        status=202, body=go_json({"status": "OK"}), content_type="application/json"
-    )
+    return Response(202, go_json({"status": "OK"}))
 
 
 def function_error(error_type: str, message: str) -> bytes:
@@ -125,8 +132,8 @@ def error_payload(body: bytes, error_type: str | None) -> bytes:
     return function_error(error_type or "Runtime.Unknown", message)
 
 
-async def read_limited(request: web.BaseRequest, limit: int) -> bytes | None:
-    """Read the request body, or return ``None`` when it exceeds ``limit`` bytes.
+async def read_limited(body: AsyncIterable[bytes], limit: int) -> bytes | None:
+    """Read a request body, or return ``None`` when it exceeds ``limit`` bytes.
 
     An oversized body is still read to the end and thrown away, so the client
     sees a clean status instead of a reset connection half way through its
@@ -134,7 +141,7 @@ async def read_limited(request: web.BaseRequest, limit: int) -> bytes | None:
     """
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
+    async for chunk in body:
         size += len(chunk)
         if size <= limit:
             parts.append(chunk)
