@@ -817,7 +817,7 @@ class Handler(StatefulHandler):
 
     async def flush(self, batch):
         with open(os.environ["FLUSH_FILE"], "a") as out:
-            out.write(f"{batch.name}:{batch.items('events')}\\n")
+            out.write(f"{batch.epoch:010d}:{batch.items('events')}\\n")
 """
 
 

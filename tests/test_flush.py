@@ -36,7 +36,9 @@ class Recorder(StatefulHandler):
         if self.fail_times > 0:
             self.fail_times -= 1
             raise OSError("sink is down")
-        self.log.append(("flush", (batch.epoch, batch.name, batch.reason)))
+        # the name is the epoch joined to this state's writer id
+        assert batch.name == f"{batch.epoch:010d}-{batch.writer}"
+        self.log.append(("flush", (batch.epoch, batch.name[:10], batch.reason)))
 
     @flush_hook
     async def manifest(self, batch: Flush) -> None:

@@ -337,12 +337,14 @@ async def test_integration_stateful_flush_after_response(
         await emu.wait_idle()
         flushed = out.read_text().splitlines()
     assert answers == [{"pending": p} for p in (1, 2, 1, 2, 1)]
-    assert flushed == [
+    assert [re.sub(r"-[0-9a-f]{8}:", ":", line) for line in flushed] == [
         "0000000001:[1, 2]",
         "hook:1",
         "0000000002:[3, 4]",
         "hook:2",
     ]
+    # both flushes name the same writer, so the names are unique per sandbox
+    assert len({line.split(":")[0][11:] for line in flushed[::2]}) == 1
 
 
 async def test_integration_concurrent_invokes_each_get_their_own(

@@ -111,7 +111,7 @@ async def test_journal_compacts_on_flush_and_keeps_epoch(tmp_path: Path) -> None
     replay = Journal(str(path)).replay()
     assert replay.epoch == 1
     assert [item for _, item, _, _ in replay.items] == [3]
-    assert written == [("0000000001", [1, 2])]
+    assert written == [(f"0000000001-{flusher.writer}", [1, 2])]
 
 
 async def test_journal_interrupted_flush_is_retried_with_same_name(
@@ -142,10 +142,13 @@ async def test_journal_interrupted_flush_is_retried_with_same_name(
     flusher2.restore(replay)
     assert await flusher2.flush() is True
     assert await flusher2.flush() is True
+    # the retry in the new process carries the interrupted flush's full name
+    writer = flusher.writer
+    assert flusher2.writer == writer
     assert names == [
-        ("0000000001", ["x", "y"]),
-        ("0000000001", ["x", "y"]),
-        ("0000000002", ["z"]),
+        (f"0000000001-{writer}", ["x", "y"]),
+        (f"0000000001-{writer}", ["x", "y"]),
+        (f"0000000002-{writer}", ["z"]),
     ]
 
 

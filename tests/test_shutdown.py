@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import textwrap
@@ -103,8 +104,15 @@ async def test_shutdown_companion_rescues_the_journal_after_a_timeout(
         for n in range(2):
             assert (await emu.invoke({"n": n})).function_error is None
         timed_out = await emu.invoke({"n": 2, "hang": True})
+        await emu.wait_idle()
+        for _ in range(100):  # the reset's shutdown phase runs after the answer
+            if out.exists():
+                break
+            await asyncio.sleep(0.05)
         lines = out.read_text().splitlines()
+        shutdowns = emu.shutdowns
 
     assert timed_out.json()["errorType"] == "Sandbox.Timedout"
+    assert shutdowns[0][0] == "timeout"
     # the runtime died with three journaled events; the companion flushed them
     assert "flush shutdown [0, 1, 2]" in lines

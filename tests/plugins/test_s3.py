@@ -10,6 +10,7 @@ stored the object ("succeeded but looked failed").
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -345,7 +346,7 @@ async def test_s3_sink_flush_retried_by_runtime_writes_each_segment_once(
     (tmp_path / "app.py").write_text(APP)
     # The segment of the second flush lands, but its PUT answers 500: the
     # flush fails, its items stay buffered, and the runtime retries it.
-    second_segment = "/segments/0000000002.json"
+    second_segment = "/segments/0000000002-"  # the second flush, any writer
     proxy.plan = _first_matching(
         lambda r: r.method == "PUT" and second_segment in r.path
     )
@@ -368,9 +369,15 @@ async def test_s3_sink_flush_retried_by_runtime_writes_each_segment_once(
     manifest = await s3.get_object(Bucket=bucket, Key="run/manifest.json")
     async with manifest["Body"] as body:
         listed = await body.read()
+    # flush names are the epoch and this sandbox's writer id
+    found = re.search(rb"0000000001-([0-9a-f]{8})", listed)
+    assert found is not None
+    writer = found.group(1).decode()
+    listed = listed.replace(f"-{writer}".encode(), b"")
     segments = {}
     for name in ("0000000001", "0000000002", "0000000003"):
-        obj = await s3.get_object(Bucket=bucket, Key=f"run/segments/{name}.json")
+        key = f"run/segments/{name}-{writer}.json"
+        obj = await s3.get_object(Bucket=bucket, Key=key)
         async with obj["Body"] as body:
             segments[name] = await body.read()
 
@@ -387,7 +394,8 @@ async def test_s3_sink_flush_retried_by_runtime_writes_each_segment_once(
         b'["segments/0000000001.json", "segments/0000000002.json", '
         b'"segments/0000000003.json"]'
     )
-    assert await versions(s3, bucket) == {
+    stored = await versions(s3, bucket)
+    assert {key.replace(f"-{writer}", ""): n for key, n in stored.items()} == {
         "run/segments/0000000001.json": 1,
         "run/segments/0000000002.json": 1,
         "run/segments/0000000003.json": 1,
