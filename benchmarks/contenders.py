@@ -28,7 +28,6 @@ from .minimal_server import RuntimeApiServer, Session
 HERE = Path(__file__).resolve().parent
 TASK_ROOT = HERE / "task_root"
 BARE_LOOP = HERE / "bare_loop.py"
-PIPELINED = HERE / "pipelined.py"
 
 # The benchmark's own environment, minus what would change how a contender
 # runs: Lambda's variables (awslambdaric forks workers when
@@ -67,17 +66,6 @@ def statefulrt(
         (sys.executable, "-m", "statefulrt", handler),
         settings,
         note=f"python -m statefulrt {handler}" + _shown_env(settings),
-    )
-
-
-def pipelined_statefulrt(
-    name: str = "statefulrt (pipelined)", handler: str = "bench_handlers.anoop"
-) -> Contender:
-    """statefulrt with each response and the next ``next`` in one write."""
-    return Contender(
-        name,
-        (sys.executable, str(PIPELINED), handler),
-        note=f"python benchmarks/pipelined.py {handler}",
     )
 
 

@@ -25,7 +25,6 @@ from .contenders import (
     awslambdaric,
     bare_loop,
     launched,
-    pipelined_statefulrt,
     statefulrt,
     until_idle,
 )
@@ -40,7 +39,6 @@ LIMIT_VS_BARE = 1.15
 OURS = (
     "statefulrt (def)",
     "statefulrt (async def)",
-    "statefulrt (async def, pipelined)",
 )
 
 
@@ -78,7 +76,6 @@ def contenders() -> list[Contender]:
         bare_loop(),
         statefulrt(OURS[0], "bench_handlers.noop"),
         statefulrt(OURS[1], "bench_handlers.anoop"),
-        pipelined_statefulrt(OURS[2], "bench_handlers.anoop"),
         awslambdaric(),
     ]
 

@@ -326,9 +326,9 @@ class Runtime:
             for warning in context.warnings:
                 invoke_logger.warning("%s", warning)
             invoke_logger.log(TRACE, "invoke %s", invocation.request_id)
-            await self._answer(invocation, context, flusher)
+            pipelined = await self._answer(invocation, context, flusher)
             if flusher is not None:
-                await self._after_response(invocation, flusher)
+                await self._after_response(invocation, flusher, flush=not pipelined)
         finally:
             active_state.reset(state_token)
             current_invocation.reset(token)
@@ -337,7 +337,8 @@ class Runtime:
 
     async def _answer(
         self, invocation: Invocation, context: Context, flusher: Flusher | None
-    ) -> None:
+    ) -> bool:
+        """Answer the invocation; True when the next `next` went out with it."""
         assert self.adapter is not None
         request_id = invocation.request_id
 
@@ -351,7 +352,7 @@ class Runtime:
                     request_id=request_id,
                 ),
             )
-            return
+            return False
 
         if self.adapter.stateful is not None:
             try:
@@ -365,7 +366,7 @@ class Runtime:
                         request_id=request_id,
                     ),
                 )
-                return
+                return False
 
         try:
             event = decode_event(invocation.body, invocation.content_type)
@@ -378,7 +379,7 @@ class Runtime:
                     request_id=request_id,
                 ),
             )
-            return
+            return False
 
         try:
             result = await self.adapter.call(event, context)
@@ -387,22 +388,22 @@ class Runtime:
             if task is not None and task.cancelling():
                 raise
             await self._fail(request_id, ErrorPayload.from_exception(exc, request_id))
-            return
+            return False
         except BaseException as exc:  # the user's code: anything may come out
             await self._fail(request_id, ErrorPayload.from_exception(exc, request_id))
-            return
+            return False
         finally:
             journal = flusher.state.journal if flusher else None
             if journal is not None:
                 journal.sync()  # before the answer: that is the promise
 
         if not await self._sync_flush(request_id, flusher):
-            return
+            return False
 
         streaming = as_streaming(result)
         if streaming is not None:
             await self._stream(request_id, streaming)
-            return
+            return False
 
         try:
             body, content_type = encode_result(result)
@@ -415,7 +416,7 @@ class Runtime:
                     request_id=request_id,
                 ),
             )
-            return
+            return False
 
         if len(body) > wire.MAX_RESPONSE_BYTES:
             await self._fail(
@@ -430,10 +431,15 @@ class Runtime:
                     request_id=request_id,
                 ),
             )
-            return
+            return False
+        # Nothing to do after the answer: the next `next` leaves with it (one
+        # write, one wake-up less), since the sandbox may freeze once Lambda
+        # has it.
+        then_next = self._nothing_due(flusher)
         await poller_client.get(self.client).post_response(
-            request_id, body, content_type
+            request_id, body, content_type, then_next=then_next
         )
+        return then_next
 
     async def _stream(self, request_id: str, response: StreamingResponse) -> None:
         chunks = response.chunks()
@@ -510,8 +516,22 @@ class Runtime:
         )
         await poller_client.get(self.client).post_error(request_id, error)
 
-    async def _after_response(self, invocation: Invocation, flusher: Flusher) -> None:
+    def _nothing_due(self, flusher: Flusher | None) -> bool:
+        """No post-response work for this invocation: no flush, no retry."""
+        if self._stopping.is_set():
+            return False
+        if flusher is None:
+            return True
+        return not flusher.retry_pending and flusher.policy.due(flusher.state) is None
+
+    async def _after_response(
+        self, invocation: Invocation, flusher: Flusher, *, flush: bool = True
+    ) -> None:
         # Post-response work: billed, but the caller already has its answer.
+        # Without `flush`, the `next` already went out: only the metrics.
+        if not flush:
+            self._report_boundary(flusher)
+            return
         budget = None
         if self.config.max_concurrency == 1:
             # Managed Instances do not stop late code, so only the classic
@@ -519,6 +539,9 @@ class Runtime:
             remaining = invocation.deadline_ms / 1000 - time.time()
             budget = remaining - FLUSH_DEADLINE_MARGIN
         await flusher.at_boundary(budget=budget)
+        self._report_boundary(flusher)
+
+    def _report_boundary(self, flusher: Flusher) -> None:
         metrics = self._metrics()
         if metrics is not None:
             state = flusher.state

@@ -118,6 +118,12 @@ class FakeRuntimeApi:
                 status=self.fail_next_status,
             )
         headers, body = await self.events.get()
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # The runtime that sent this `next` has gone (one that pipelines
+            # stops with a `next` in flight): the event is for the next one.
+            self.events.put_nowait((headers, body))
+            return web.Response(status=500)
         return web.Response(body=body, headers=headers)
 
     async def _record(self, request: web.Request, kind: str) -> web.Response:
