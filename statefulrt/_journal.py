@@ -112,6 +112,10 @@ class Journal:
                     return False
                 time.sleep(0.01)
 
+    @property
+    def locked(self) -> bool:
+        return self._lock_fd is not None
+
     def unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing releases the flock

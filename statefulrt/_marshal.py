@@ -28,7 +28,18 @@ def encode_result(result: Any) -> tuple[bytes, str]:
     """
     if isinstance(result, bytes | bytearray | memoryview):
         return bytes(result), "application/unknown"
-    return orjson.dumps(result, default=_default, option=_OPTIONS), "application/json"
+    try:
+        body = orjson.dumps(result, default=_default, option=_OPTIONS)
+    except TypeError as exc:
+        if "Integer exceeds 64-bit range" not in str(exc):
+            raise
+        # orjson stops at 64-bit integers; Python's json (as awslambdaric's
+        # encoder) writes any integer exactly.
+        import json
+
+        text = json.dumps(result, default=_default_plain, separators=(",", ":"))
+        body = text.encode("utf-8")
+    return body, "application/json"
 
 
 def _default(value: Any) -> Any:
@@ -40,3 +51,11 @@ def _default(value: Any) -> Any:
             return orjson.Fragment(format(value, "f"))
         return None
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _default_plain(value: Any) -> Any:
+    import decimal
+
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return _default(value)

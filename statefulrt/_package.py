@@ -67,8 +67,9 @@ def build(
 
     with tempfile.TemporaryDirectory(prefix="statefulrt-package-") as scratch:
         root = Path(scratch)
-        # the function's code, at the top of the zip
-        _copy_tree(source, root)
+        # the function's code, at the top of the zip (never an earlier build
+        # of this zip lying in the source folder)
+        _copy_tree(source, root, leave_out=output.resolve())
 
         # statefulrt itself, from this installation (pure Python)
         vendor = root / "vendor"
@@ -97,13 +98,15 @@ def build(
         return _zip(root, output)
 
 
-def _copy_tree(source: Path, target: Path) -> None:
-    shutil.copytree(
-        source,
-        target,
-        dirs_exist_ok=True,
-        ignore=lambda _dir, names: [n for n in names if n in _SKIP],
-    )
+def _copy_tree(source: Path, target: Path, leave_out: Path | None = None) -> None:
+    def ignored(folder: str, names: list[str]) -> list[str]:
+        return [
+            name
+            for name in names
+            if name in _SKIP or (Path(folder) / name).resolve() == leave_out
+        ]
+
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=ignored)
 
 
 def _zip(root: Path, output: Path) -> list[str]:

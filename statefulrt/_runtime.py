@@ -54,6 +54,8 @@ EXIT_API_FAILURE = 2
 
 # A flush must be expected to finish this long before the deadline to start.
 FLUSH_DEADLINE_MARGIN = 0.2
+# Tenant journals kept open; idle ones beyond this close their descriptors.
+MAX_OPEN_TENANT_JOURNALS = 64
 
 if TYPE_CHECKING:
     from ._metrics import LifecycleMetrics
@@ -253,17 +255,46 @@ class Runtime:
 
     def _flusher_for(self, handler: StatefulHandler, tenant_id: str | None) -> Flusher:
         flusher = self.flushers.get(tenant_id)
-        if flusher is None:
-            flusher = open_state(
-                handler,
-                State(),
-                journal_dir=self.config.journal_dir,
-                function_name=self.config.function_name,
-                tenant_id=tenant_id,
-            )
-            flusher.metrics = handler.metrics
-            self.flushers[tenant_id] = flusher
+        if flusher is not None:
+            if tenant_id is not None:
+                # most recently served last, for _rest_idle_tenants
+                self.flushers[tenant_id] = self.flushers.pop(tenant_id)
+                journal = flusher.state.journal
+                if journal is not None and not journal.locked:
+                    journal.lock(JOURNAL_LOCK_WAIT)
+            return flusher
+
+        flusher = open_state(
+            handler,
+            State(),
+            journal_dir=self.config.journal_dir,
+            function_name=self.config.function_name,
+            tenant_id=tenant_id,
+        )
+        flusher.metrics = handler.metrics
+        self.flushers[tenant_id] = flusher
+        self._rest_idle_tenants()
         return flusher
+
+    def _rest_idle_tenants(self) -> None:
+        # Lambda serves one tenant per environment, but nothing stops a caller
+        # from naming thousands: each journal holds two file descriptors, so
+        # the least recently served tenants with nothing pending close theirs
+        # (their state stays; the journal reopens on their next event).
+        tenants = [tenant for tenant in self.flushers if tenant is not None]
+        excess = len(tenants) - MAX_OPEN_TENANT_JOURNALS
+        for tenant in tenants:
+            if excess <= 0:
+                return
+            flusher = self.flushers[tenant]
+            journal = flusher.state.journal
+            if journal is None or not journal.locked:
+                continue
+            if flusher.state.pending_items or flusher.retry_pending:
+                continue
+            journal.close()
+            journal.unlock()
+            excess -= 1
 
     # -- the loop ---------------------------------------------------------------
 

@@ -26,6 +26,17 @@ def _free_port() -> int:
         return port
 
 
+def test_package_leaves_an_earlier_build_out(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "app.py").write_text("def handler(e, c):\n    return 1\n")
+    output = source / "function.zip"
+    first = build(source, output, python=PYTHON)
+    second = build(source, output, python=PYTHON)
+    assert "function.zip" not in second
+    assert first == second
+
+
 def test_package_rejects_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="arch must be one of x86_64, arm64"):
         build(tmp_path, tmp_path / "f.zip", arch="sparc")

@@ -240,6 +240,12 @@ async def test_runtime_decimal_none_and_bytes_results(api: FakeRuntimeApi) -> No
     assert answers[2].body == b'"text"'
 
 
+async def test_runtime_integers_beyond_64_bits_stay_exact(api: FakeRuntimeApi) -> None:
+    async with running(api, lambda event, context: {"big": 2**70, "small": 1}):
+        answer = await api.answer(api.push({}))
+    assert answer.body == b'{"big":1180591620717411303424,"small":1}'
+
+
 async def test_runtime_response_over_6mb_is_a_clear_error(api: FakeRuntimeApi) -> None:
     sizes = iter([7 * 1024 * 1024, 10])
 

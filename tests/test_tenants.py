@@ -79,3 +79,30 @@ async def test_tenants_flush_only_their_own_items(
     assert len(journals) == 2
     assert all(name.startswith("statefulrt-test-Notes-tenant-") for name in journals)
     assert not any("acme" in name or "globex" in name for name in journals)
+
+
+async def test_tenants_idle_journals_close_their_descriptors(
+    api: FakeRuntimeApi, tmp_path: Path
+) -> None:
+    import os
+
+    from statefulrt._runtime import MAX_OPEN_TENANT_JOURNALS
+
+    def open_journal_fds() -> int:
+        targets = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                continue
+        return sum(str(tmp_path) in target for target in targets)
+
+    handler = Notes()
+    async with running(api, handler, journal_dir=str(tmp_path)):
+        for n in range(MAX_OPEN_TENANT_JOURNALS + 36):
+            await api.answer(api.push({"read": True}, headers=_tenant(f"t{n}")))
+        during = open_journal_fds()
+        # a tenant whose journal was closed still has its state and journal
+        reply = await api.answer(api.push({"write": "back"}, headers=_tenant("t0")))
+    assert reply.json()["notes"] == ["back"]
+    assert during <= MAX_OPEN_TENANT_JOURNALS + 1  # lock files held open
