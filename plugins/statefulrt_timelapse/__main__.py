@@ -17,6 +17,11 @@ from collections.abc import Iterator, Sequence
 
 from .demo import DemoError, run_demo
 
+# Bounds that keep a typo from filling the disk or the memory: a 4K frame, and
+# about an hour of timelapse at 30 frames per second.
+MAX_SIDE = 3840
+MAX_FRAMES = 100_000
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -53,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     width, sep, height = args.size.partition("x")
     if not (sep and width.isdigit() and height.isdigit()):
         parser.error(f"--size must look like 640x360, not {args.size!r}")
+    if not (2 <= int(width) <= MAX_SIDE and 2 <= int(height) <= MAX_SIDE):
+        parser.error(f"--size sides must be 2 to {MAX_SIDE} pixels, not {args.size!r}")
+    if not 1 <= args.frames <= MAX_FRAMES:
+        parser.error(f"--frames must be 1 to {MAX_FRAMES}, not {args.frames}")
+    if args.seed < 0:
+        parser.error(f"--seed must be 0 or more, not {args.seed}")
     if args.output is not None and not args.output.startswith("s3://"):
         parser.error(f"--output must look like s3://bucket/prefix, not {args.output!r}")
     if args.endpoint is not None and args.output is None:
@@ -80,6 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DemoError as exc:
         print(f"statefulrt_timelapse: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # an --out the demo cannot write to, say
+        print(f"statefulrt_timelapse: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("statefulrt_timelapse: interrupted", file=sys.stderr)
+        return 130
     print(json.dumps(result.as_json()), flush=True)
     return 0
 

@@ -69,7 +69,7 @@ class DemoResult:
     segments: int
     video: str
     cold_ms: float
-    warm_p50_ms: float
+    warm_p50_ms: float | None  # None with a single frame: nothing was warm
 
     def as_json(self) -> dict[str, object]:
         return asdict(self)
@@ -171,7 +171,7 @@ async def run_demo(
         segments=report.segments,
         video=str(playlist),
         cold_ms=round(latencies[0], 2),
-        warm_p50_ms=round(statistics.median(warm), 2) if warm else 0.0,
+        warm_p50_ms=round(statistics.median(warm), 2) if warm else None,
     )
 
 

@@ -999,3 +999,23 @@ def test_timelapse_demo_prints_one_json_line(tmp_path: Path) -> None:
     assert result["cold_ms"] > 0
     assert result["warm_p50_ms"] > 0
     assert "START RequestId" in completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frames", "0"], "--frames must be 1 to 100000, not 0"),
+        (["--frames", "100001"], "--frames must be 1 to 100000, not 100001"),
+        (["--size", "100000x100000"], "--size sides must be 2 to 3840 pixels"),
+        (["--seed", "-1"], "--seed must be 0 or more, not -1"),
+    ],
+)
+def test_timelapse_demo_refuses_out_of_range_options(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from statefulrt_timelapse.__main__ import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
