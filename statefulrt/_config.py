@@ -69,6 +69,12 @@ class RuntimeConfig:
                 f"{RUNTIME_API} is not set: run under Lambda, or start the "
                 "runtime with 'statefulrt dev HANDLER'"
             )
+        host, _, port = runtime_api.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"{RUNTIME_API} must be 'host:port', like 127.0.0.1:9001, "
+                f"not {runtime_api!r}"
+            )
         handler = handler or env.get(HANDLER, "")
         if not handler:
             raise ConfigError(

@@ -37,6 +37,11 @@ def test_config_argument_handler_wins() -> None:
         ({}, "AWS_LAMBDA_RUNTIME_API is not set"),
         ({"AWS_LAMBDA_RUNTIME_API": "h:1"}, "no handler given"),
         (
+            {"AWS_LAMBDA_RUNTIME_API": "not:a:host", "_HANDLER": "a.b"},
+            "AWS_LAMBDA_RUNTIME_API must be 'host:port', like 127.0.0.1:9001, "
+            "not 'not:a:host'",
+        ),
+        (
             {
                 "AWS_LAMBDA_RUNTIME_API": "h:1",
                 "_HANDLER": "a.b",
