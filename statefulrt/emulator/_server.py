@@ -267,7 +267,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._reader: asyncio.StreamReader | None = None
         self._task: asyncio.Task[None] | None = None
-        self._handler: asyncio.Task[Response] | None = None
+        self._handling = False
         self._lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -294,8 +294,10 @@ class _Connection(asyncio.Protocol):
         self._connections.discard(self)
         if self._reader is not None:
             self._reader.feed_eof()
-        if self._handler is not None and not self._handler.done():
-            self._handler.cancel()
+        # A handler runs in the connection's task (one loop turn less
+        # between its answer and the write): cancelling the task cancels it.
+        if self._handling and self._task is not None:
+            self._task.cancel()
 
     def close(self) -> asyncio.Task[None] | None:
         """Drop the connection; returns its task, cancelled, to be awaited."""
@@ -341,13 +343,9 @@ class _Connection(asyncio.Protocol):
         )
         request.match_info.update(match)
 
-        self._handler = asyncio.get_running_loop().create_task(handler(request))
+        self._handling = True
         try:
-            response = await self._handler
-        except asyncio.CancelledError:
-            if self._lost:
-                return False  # the client went away: nobody to answer
-            raise
+            response = await handler(request)
         except IncompleteBody as exc:
             # The client stopped half way through its body (it is closing,
             # or was killed): nothing more can be read on this connection.
@@ -358,7 +356,7 @@ class _Connection(asyncio.Protocol):
             logger.exception("Runtime API: %s %s failed", method, path)
             response = Response(500, b"Internal Server Error\n", "text/plain")
         finally:
-            self._handler = None
+            self._handling = False
 
         connection = headers.get("Connection", "").lower()
         close = connection == "close" or (
