@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 DEFAULT_INVOKE_URL = "http://127.0.0.1:9000/2015-03-31/functions/function/invocations"
 
@@ -107,11 +108,21 @@ def _emulator_options(parser: object) -> None:
 
     assert isinstance(parser, argparse.ArgumentParser)
     parser.add_argument("--host", default="127.0.0.1", help="bind address")
-    parser.add_argument("--port", type=int, default=9000, help="invoke port")
     parser.add_argument(
-        "--timeout", type=float, default=3.0, help="function timeout in seconds"
+        "--port", type=_ranged(int, 0, 65535), default=9000, help="invoke port"
     )
-    parser.add_argument("--memory", type=int, default=128, help="memory size in MB")
+    parser.add_argument(
+        "--timeout",
+        type=_ranged(float, 0.001, 900),
+        default=3.0,
+        help="function timeout in seconds (Lambda allows up to 900)",
+    )
+    parser.add_argument(
+        "--memory",
+        type=_ranged(int, 128, 10240),
+        default=128,
+        help="memory size in MB (128 to 10240, as on Lambda)",
+    )
     parser.add_argument(
         "--extensions-dir",
         metavar="DIR",
@@ -122,7 +133,7 @@ def _emulator_options(parser: object) -> None:
     parser.add_argument(
         "--idle-shutdown",
         metavar="S",
-        type=float,
+        type=_ranged(float, 0.001, 86400),
         default=None,
         help="shut the environment down after S idle seconds "
         "(the next invoke starts cold)",
@@ -130,7 +141,7 @@ def _emulator_options(parser: object) -> None:
     parser.add_argument(
         "--max-concurrency",
         metavar="N",
-        type=int,
+        type=_ranged(int, 1, 1024),
         default=None,
         help="play Lambda Managed Instances: up to N invocations at once in one "
         "environment (AWS_LAMBDA_MAX_CONCURRENCY), never frozen",
@@ -143,8 +154,31 @@ def _emulator_options(parser: object) -> None:
     )
 
 
+def _ranged(kind: type[float] | type[int], low: float, high: float) -> Any:
+    """An argparse type: a finite ``kind`` between ``low`` and ``high``."""
+
+    def parse(text: str) -> float | int:
+        import argparse
+        import math
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+            ) from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: use {low:g} to {high:g}"
+            )
+        return value
+
+    return parse
+
+
 def _emulate(command: list[str], options: object, handler: str | None) -> int:
     import asyncio
+    import signal
 
     from .emulator import Emulator
 
@@ -165,6 +199,9 @@ def _emulate(command: list[str], options: object, handler: str | None) -> int:
         # Ctrl-C cancels serve(); leaving the block spins the environment
         # down with the shutdown budget (SIGTERM first when an extension
         # registered), as Lambda would, before the emulator exits.
+        # SIGTERM (a service manager, `kill`) ends it the same way as Ctrl-C.
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         async with emulator:
             print(
                 f"statefulrt emulator: invoke with POST {emulator.url}"
@@ -174,7 +211,7 @@ def _emulate(command: list[str], options: object, handler: str | None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            await asyncio.Event().wait()
+            await stop.wait()
 
     try:
         asyncio.run(serve())
@@ -183,6 +220,10 @@ def _emulate(command: list[str], options: object, handler: str | None) -> int:
     except ValueError as exc:
         # A bad option value (missing extensions dir, bad function name).
         sys.stderr.write(f"statefulrt: error: {exc}\n")
+        return 2
+    except OSError as exc:  # the port is taken, the host does not resolve
+        host, port = getattr(options, "host"), getattr(options, "port")  # noqa: B009
+        sys.stderr.write(f"statefulrt: cannot serve on {host}:{port}: {exc}\n")
         return 2
     return 0
 
@@ -195,7 +236,7 @@ def _package(source: str, output: str, arch: str, python: str) -> int:
 
     try:
         names = build(Path(source), Path(output), arch=arch, python=python)
-    except (ValueError, subprocess.CalledProcessError) as exc:
+    except (ValueError, OSError, subprocess.CalledProcessError) as exc:
         sys.stderr.write(f"statefulrt package: {exc}\n")
         return 1
     size = Path(output).stat().st_size
@@ -214,12 +255,23 @@ def _invoke(url: str, event_path: str | None) -> int:
     elif event_path == "-":
         payload = sys.stdin.buffer.read()
     else:
-        with open(event_path, "rb") as source:
-            payload = source.read()
+        try:
+            with open(event_path, "rb") as source:
+                payload = source.read()
+        except OSError as exc:
+            sys.stderr.write(f"statefulrt invoke: cannot read the event: {exc}\n")
+            return 2
 
-    request = urllib.request.Request(
-        url, data=payload, method="POST", headers={"Content-Type": "application/json"}
-    )
+    try:
+        request = urllib.request.Request(
+            url,
+            data=payload,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+    except ValueError as exc:
+        sys.stderr.write(f"statefulrt invoke: --url {url!r} is not a URL: {exc}\n")
+        return 2
     try:
         with urllib.request.urlopen(request, timeout=900) as response:
             body = response.read()

@@ -189,3 +189,54 @@ def test_cli_emulate_refuses_freeze_with_max_concurrency() -> None:
     assert done.stderr.splitlines()[-1] == (
         "statefulrt emulate: error: --freeze cannot be combined with --max-concurrency"
     )
+
+
+def test_cli_dev_sigterm_spins_the_sandbox_down(tmp_path: Path) -> None:
+    (tmp_path / "pidapp.py").write_text(
+        "import os\ndef handler(event, context):\n    return os.getpid()\n"
+    )
+    port = _free_port()
+    process = subprocess.Popen(
+        [*STATEFULRT, "dev", "pidapp.handler", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for_port(port)
+        url = f"http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
+        request = urllib.request.Request(url, data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            runtime_pid = int(response.read())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(runtime_pid, 0)  # no runtime left behind, frozen or not
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--timeout",
+            "inf",
+            "argument --timeout: inf is out of range: use 0.001 to 900",
+        ),
+        ("--port", "99999", "argument --port: 99999 is out of range: use 0 to 65535"),
+        ("--memory", "64", "argument --memory: 64 is out of range: use 128 to 10240"),
+        ("--timeout", "soon", "argument --timeout: 'soon' is not a number"),
+    ],
+)
+def test_cli_dev_refuses_out_of_range_options(
+    option: str, value: str, message: str
+) -> None:
+    done = subprocess.run(
+        [*STATEFULRT, "dev", "app.handler", option, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
