@@ -96,7 +96,7 @@ async def _run(
             while True:
                 attempt += 1
                 invoke = asyncio.create_task(emu.invoke(event))
-                if n in kills and attempt == 1 and emu.pid is not None:
+                if n in kills and attempt == 1:
                     await asyncio.sleep(rng.uniform(0, 0.004))
                     _kill(emu.pid)
                     counts["kills"] += 1
@@ -118,7 +118,9 @@ async def _run(
     return acknowledged, written, counts
 
 
-def _kill(pid: int) -> None:
+def _kill(pid: int | None) -> None:
+    if pid is None:  # between two runtimes: nothing to kill right now
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
