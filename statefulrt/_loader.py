@@ -42,6 +42,12 @@ def load_handler(spec: str, task_root: str | None = None) -> object:
             ErrorType.IMPORT_MODULE_ERROR,
             f"Unable to import module '{module_name}': {exc}",
         ) from exc
+    except TypeError as exc:  # a relative name such as '..app'
+        raise HandlerLoadError(
+            ErrorType.MALFORMED_HANDLER_NAME,
+            f"Bad handler '{spec}': the module must be an absolute name, "
+            f"like 'app' or 'pkg/app', not {module_name!r}",
+        ) from exc
     except SyntaxError as exc:
         location = f'  File "{exc.filename}" Line {exc.lineno}\n    {exc.text or ""}'
         raise HandlerLoadError(

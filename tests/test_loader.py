@@ -92,3 +92,12 @@ def test_load_handler_module_raising_propagates(tmp_path: Path) -> None:
     name = _module(tmp_path, "raise KeyError('config')\n")
     with pytest.raises(KeyError):
         load_handler(f"{name}.handler", str(tmp_path))
+
+
+def test_load_handler_relative_module_name(tmp_path: Path) -> None:
+    error = _error("../app.handler", tmp_path)
+    assert error.error_type == "Runtime.MalformedHandlerName"
+    assert str(error) == (
+        "Bad handler '../app.handler': the module must be an absolute name, "
+        "like 'app' or 'pkg/app', not '...app'"
+    )
