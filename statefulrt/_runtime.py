@@ -22,7 +22,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -213,32 +213,32 @@ class Runtime:
 
     async def _snapshot_and_restore(self) -> int | None:
         stateful = self.adapter.stateful if self.adapter else None
-        try:
-            await snapstart.before_snapshot(stateful)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            error = ErrorPayload.from_exception(
-                exc, error_type=snapstart.BEFORE_SNAPSHOT_ERROR
-            )
-            runtime_logger.error("before-snapshot hook failed: %s", describe(exc))
-            await self.client.post_init_error(error)
+        before = snapstart.before_snapshot(stateful)
+        if not await self._hooks(before, snapstart.BEFORE_SNAPSHOT_ERROR):
             return snapstart.EXIT_BEFORE_SNAPSHOT
 
         await self.client.restore_next()
-        try:
-            await snapstart.after_restore(stateful)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            error = ErrorPayload.from_exception(
-                exc, error_type=snapstart.AFTER_RESTORE_ERROR
-            )
-            runtime_logger.error("after-restore hook failed: %s", describe(exc))
-            await self.client.post_restore_error(error)
+        after = snapstart.after_restore(stateful)
+        if not await self._hooks(after, snapstart.AFTER_RESTORE_ERROR):
             return snapstart.EXIT_AFTER_RESTORE
         runtime_logger.info("restored from the snapshot")
         return None
+
+    async def _hooks(self, hooks: Awaitable[None], error_type: str) -> bool:
+        """Run SnapStart hooks; report a failure where Lambda expects it."""
+        try:
+            await hooks
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the user's hooks: anything may come out
+            error = ErrorPayload.from_exception(exc, error_type=error_type)
+            runtime_logger.error("%s: %s", error_type, error.error_message)
+            if error_type == snapstart.BEFORE_SNAPSHOT_ERROR:
+                await self.client.post_init_error(error)
+            else:
+                await self.client.post_restore_error(error)
+            return False
+        return True
 
     def _prepare_state(self, handler: StatefulHandler) -> None:
         self.flushers[None] = open_state(
