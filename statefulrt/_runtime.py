@@ -99,6 +99,9 @@ class Runtime:
         self._in_flight = 0
         self._idle_pollers: set[asyncio.Task[None]] = set()
         self._user_signal_handlers: dict[int, _SignalHandler] = {}
+        # what _X_AMZN_TRACE_ID was last set to ("" before the first event,
+        # so that one always brings the variable in line)
+        self._trace_id: str | None = ""
 
     @property
     def flusher(self) -> Flusher | None:
@@ -585,12 +588,13 @@ class Runtime:
     def _set_trace_id(self, trace_id: str | None) -> None:
         # The variable is process-wide: only meaningful with one invocation
         # at a time.
-        if self.config.max_concurrency != 1:
-            return
+        if self.config.max_concurrency != 1 or trace_id == self._trace_id:
+            return  # unchanged since the last invocation: two lookups saved
         if trace_id:
             self._environ[wire.TRACE_ENV] = trace_id
         elif wire.TRACE_ENV in self._environ:
             del self._environ[wire.TRACE_ENV]
+        self._trace_id = trace_id
 
     # -- shutdown ---------------------------------------------------------------
 
