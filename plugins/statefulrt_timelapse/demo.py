@@ -169,7 +169,7 @@ async def run_demo(
         frames_sent=frames,
         frames_in_video=report.frames,
         segments=report.segments,
-        video=str(playlist),
+        video=_shown(playlist),
         cold_ms=round(latencies[0], 2),
         warm_p50_ms=round(statistics.median(warm), 2) if warm else None,
     )
@@ -309,3 +309,11 @@ def _prepare(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / _MARKER).write_text("made by python -m statefulrt_timelapse\n")
     return out
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
