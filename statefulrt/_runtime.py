@@ -262,9 +262,6 @@ class Runtime:
             if tenant_id is not None:
                 # most recently served last, for _rest_idle_tenants
                 self.flushers[tenant_id] = self.flushers.pop(tenant_id)
-                journal = flusher.state.journal
-                if journal is not None and not journal.locked:
-                    journal.lock(JOURNAL_LOCK_WAIT)
             return flusher
 
         flusher = open_state(
@@ -281,23 +278,15 @@ class Runtime:
 
     def _rest_idle_tenants(self) -> None:
         # Lambda serves one tenant per environment, but nothing stops a caller
-        # from naming thousands: each journal holds two file descriptors, so
-        # the least recently served tenants with nothing pending close theirs
-        # (their state stays; the journal reopens on their next event).
+        # from naming thousands: the least recently served tenants close
+        # their journal's file descriptor (their state stays, and the journal
+        # reopens for append on their next event; what they appended was
+        # synced before its answer).
         tenants = [tenant for tenant in self.flushers if tenant is not None]
-        excess = len(tenants) - MAX_OPEN_TENANT_JOURNALS
-        for tenant in tenants:
-            if excess <= 0:
-                return
-            flusher = self.flushers[tenant]
-            journal = flusher.state.journal
-            if journal is None or not journal.locked:
-                continue
-            if flusher.state.pending_items or flusher.retry_pending:
-                continue
-            journal.close()
-            journal.unlock()
-            excess -= 1
+        for tenant in tenants[: max(len(tenants) - MAX_OPEN_TENANT_JOURNALS, 0)]:
+            journal = self.flushers[tenant].state.journal
+            if journal is not None:
+                journal.close()
 
     # -- the loop ---------------------------------------------------------------
 
@@ -337,7 +326,21 @@ class Runtime:
         stateful = self.adapter.stateful
         flusher = None
         if stateful is not None:
-            flusher = self._flusher_for(stateful, invocation.tenant_id)
+            try:
+                flusher = self._flusher_for(stateful, invocation.tenant_id)
+            except OSError as exc:  # its journal cannot be opened, say
+                current_invocation.reset(token)
+                await self._fail(
+                    invocation.request_id,
+                    ErrorPayload.from_exception(
+                        exc,
+                        invocation.request_id,
+                        error_type=wire.ErrorType.RESOURCE_UNAVAILABLE,
+                        message_prefix="the state of this invocation cannot be "
+                        "opened: ",
+                    ),
+                )
+                return
         state_token = active_state.set(flusher.state if flusher else None)
         try:
             if stateful is not None:
@@ -714,7 +717,9 @@ def open_state(
             journal_path(journal_dir, function_name, type(handler).__name__, tenant_id),
             fsync=handler.journal_fsync,
         )
-        if not journal.lock(JOURNAL_LOCK_WAIT):
+        # The lock keeps the companion extension off a journal a live runtime
+        # holds; it rescues only the journal without a tenant.
+        if tenant_id is None and not journal.lock(JOURNAL_LOCK_WAIT):
             runtime_logger.warning(
                 "journal %s stayed locked for %.0f s; using it anyway",
                 journal.path,

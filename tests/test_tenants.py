@@ -99,10 +99,13 @@ async def test_tenants_idle_journals_close_their_descriptors(
 
     handler = Notes()
     async with running(api, handler, journal_dir=str(tmp_path)):
+        # each tenant keeps one unflushed note, so each journal holds data
         for n in range(MAX_OPEN_TENANT_JOURNALS + 36):
-            await api.answer(api.push({"read": True}, headers=_tenant(f"t{n}")))
+            await api.answer(api.push({"write": f"n{n}"}, headers=_tenant(f"t{n}")))
         during = open_journal_fds()
         # a tenant whose journal was closed still has its state and journal
         reply = await api.answer(api.push({"write": "back"}, headers=_tenant("t0")))
-    assert reply.json()["notes"] == ["back"]
-    assert during <= MAX_OPEN_TENANT_JOURNALS + 1  # lock files held open
+    assert reply.json()["notes"] == ["n0", "back"]
+    assert ("t0", ["n0", "back"]) in handler.flushed
+    # the open tenant journals, and the lock of the journal without a tenant
+    assert during == MAX_OPEN_TENANT_JOURNALS + 1
