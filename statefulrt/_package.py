@@ -103,10 +103,25 @@ def _copy_tree(source: Path, target: Path, leave_out: Path | None = None) -> Non
         return [
             name
             for name in names
-            if name in _SKIP or (Path(folder) / name).resolve() == leave_out
+            if name in _SKIP
+            or name.startswith(".")  # .env, .git and friends stay home
+            or (Path(folder) / name).resolve() == leave_out
+            or _earlier_build(Path(folder) / name)
         ]
 
     shutil.copytree(source, target, dirs_exist_ok=True, ignore=ignored)
+
+
+def _earlier_build(path: Path) -> bool:
+    """Whether ``path`` is a zip this command built (it has our bootstrap)."""
+    if path.suffix != ".zip" or not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return "bootstrap" in names and "vendor/statefulrt/__init__.py" in names
 
 
 def _zip(root: Path, output: Path) -> list[str]:

@@ -247,6 +247,7 @@ def _package(source: str, output: str, arch: str, python: str) -> int:
 
 
 def _invoke(url: str, event_path: str | None) -> int:
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -283,6 +284,9 @@ def _invoke(url: str, event_path: str | None) -> int:
     except urllib.error.URLError as exc:
         sys.stderr.write(f"statefulrt invoke: cannot reach {url}: {exc.reason}\n")
         return 1
+    except (http.client.HTTPException, ValueError) as exc:  # a port like 'abc'
+        sys.stderr.write(f"statefulrt invoke: --url {url!r} is not usable: {exc}\n")
+        return 2
 
     sys.stdout.buffer.write(body + b"\n")
     sys.stdout.flush()

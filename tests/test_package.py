@@ -30,11 +30,14 @@ def test_package_leaves_an_earlier_build_out(tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()
     (source / "app.py").write_text("def handler(e, c):\n    return 1\n")
+    (source / ".env").write_text("SECRET=1\n")
     output = source / "function.zip"
     first = build(source, output, python=PYTHON)
     second = build(source, output, python=PYTHON)
+    third = build(source, source / "dist" / "other.zip", python=PYTHON)
     assert "function.zip" not in second
-    assert first == second
+    assert first == second == third
+    assert ".env" not in first
 
 
 def test_package_rejects_bad_arguments(tmp_path: Path) -> None:
