@@ -190,10 +190,6 @@ class HandlerAdapter:
                 f"not {target!r}"
             )
 
-    @property
-    def state(self) -> State | None:
-        return self.stateful.state if self.stateful is not None else None
-
     async def init(self) -> None:
         if self.stateful is not None:
             await self.stateful.init()

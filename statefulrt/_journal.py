@@ -172,14 +172,6 @@ class Journal:
             os.close(self._fd)
             self._fd = None
 
-    def remove(self) -> None:
-        self.close()
-        self.unlock()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
     def _write(self, kind: int, payload: bytes) -> None:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -96,7 +96,6 @@ class Runtime:
         self.max_pending_items: int | None = None
         self.invocations = 0
         self._stopping = asyncio.Event()
-        self._in_flight = 0
         self._idle_pollers: set[asyncio.Task[None]] = set()
         self._user_signal_handlers: dict[int, _SignalHandler] = {}
         # what _X_AMZN_TRACE_ID was last set to ("" before the first event,
@@ -312,11 +311,7 @@ class Runtime:
                 self._idle_pollers.discard(task)
 
             # Busy pollers are never cancelled: a shutdown waits for the answer.
-            self._in_flight += 1
-            try:
-                await self._invoke(invocation)
-            finally:
-                self._in_flight -= 1
+            await self._invoke(invocation)
 
     async def _invoke(self, invocation: Invocation) -> None:
         assert self.adapter is not None
@@ -343,16 +338,15 @@ class Runtime:
                 return
         state_token = active_state.set(flusher.state if flusher else None)
         try:
-            if stateful is not None:
+            if stateful is not None and stateful.metrics is not None:
                 idle = stateful.resources.idle_seconds()
-                if stateful.metrics is not None:
-                    stateful.metrics.invocation(
-                        "cold"
-                        if self.invocations == 1
-                        else "thawed"
-                        if idle >= stateful.resources.revalidate_after
-                        else "warm"
-                    )
+                stateful.metrics.invocation(
+                    "cold"
+                    if self.invocations == 1
+                    else "thawed"
+                    if idle >= stateful.resources.revalidate_after
+                    else "warm"
+                )
             context = Context(
                 invocation,
                 self.config,

@@ -443,21 +443,10 @@ class Sandbox:
         self._forced = loop.create_future()
 
         for attempt in range(2):
-            # An environment that broke while idle is replaced before it serves.
-            env = self._env
-            if env is not None and env.dead():
-                await self._reset("failure")
-                env = None
-
-            # Cold start: a new environment whose init is timed from its launch.
-            cold = env is None
-            if env is None:
-                env, failure = await self._init()
-                if failure is not None:
-                    outcome = self._settle(invocation, failure)
-                    self._report(invocation, env, cold, outcome)
-                    await self._end_failed_init(env, failure)
-                    return
+            ready = await self._ready_environment(invocation)
+            if ready is None:
+                return
+            env, cold = ready
 
             # Hand the event over, INVOKE to the extensions, and follow it.
             env.thaw()
@@ -485,6 +474,29 @@ class Sandbox:
                 env.freeze()
             return
 
+    async def _ready_environment(
+        self, invocation: Invocation
+    ) -> tuple[Environment, bool] | None:
+        """The environment to serve ``invocation`` and whether it is cold.
+
+        An environment that broke while idle is replaced first; a cold start
+        times its init from the launch.  None when that init failed: the
+        invocation has then been answered with the failure and reported.
+        """
+        env = self._env
+        if env is not None and env.dead():
+            await self._reset("failure")
+            env = None
+        if env is not None:
+            return env, False
+        env, failure = await self._init()
+        if failure is not None:
+            outcome = self._settle(invocation, failure)
+            self._report(invocation, env, True, outcome)
+            await self._end_failed_init(env, failure)
+            return None
+        return env, True
+
     def _died_idle(self, env: Environment) -> bool:
         forced = self._forced is not None and self._forced.done()
         return env.broken and not forced
@@ -497,18 +509,10 @@ class Sandbox:
         loop = asyncio.get_running_loop()
         invocation.dispatched_at = loop.time()
 
-        env = self._env
-        if env is not None and env.dead():
-            await self._reset("failure")
-            env = None
-        cold = env is None
-        if env is None:
-            env, failure = await self._init()
-            if failure is not None:
-                outcome = self._settle(invocation, failure)
-                self._report(invocation, env, cold, outcome)
-                await self._end_failed_init(env, failure)
-                return
+        ready = await self._ready_environment(invocation)
+        if ready is None:
+            return
+        env, cold = ready
 
         # No queueing behind busy pollers: the caller is refused at once.
         if not self.slot.dispatch(invocation):
