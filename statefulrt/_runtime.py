@@ -363,8 +363,6 @@ class Runtime:
         finally:
             active_state.reset(state_token)
             current_invocation.reset(token)
-            if stateful is not None:
-                stateful.resources.after_invoke()
 
     async def _answer(
         self, invocation: Invocation, context: Context, flusher: Flusher | None
@@ -427,6 +425,11 @@ class Runtime:
             journal = flusher.state.journal if flusher else None
             if journal is not None:
                 journal.sync()  # before the answer: that is the promise
+            # The idle time starts here, before any answer goes out: once the
+            # next poll leaves (with the answer, when pipelined) the sandbox
+            # may freeze, and code after that runs only at the next thaw.
+            if self.adapter.stateful is not None:
+                self.adapter.stateful.resources.after_invoke()
 
         if not await self._sync_flush(request_id, flusher):
             return False

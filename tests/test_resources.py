@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -120,3 +121,32 @@ async def test_resources_failed_reopen_fails_the_invocation_not_the_runtime(
         "ConnectionRefusedError: database restarting"
     )
     assert "reopened" in log
+
+
+async def test_resources_idle_time_starts_before_the_answer_goes_out(
+    api: FakeRuntimeApi,
+) -> None:
+    # Once the answer (and with it, pipelined, the next poll) has gone out,
+    # Lambda may freeze the sandbox: the idle clock must already be running,
+    # or the next thaw would look like no idle time at all.
+    idle_at_answer: list[float] = []
+
+    class Slow(StatefulHandler):
+        async def init(self) -> None:
+            await self.resources.open("db", Probe([], "db"))
+
+        async def handle(self, event: Any, context: Context) -> Any:
+            await asyncio.sleep(0.3)
+            return "done"
+
+    handler = Slow()
+    async with running(api, handler) as runtime:
+        post = runtime.client.post_response
+
+        async def recording(*args: Any, **kwargs: Any) -> bool:
+            idle_at_answer.append(handler.resources.idle_seconds())
+            return await post(*args, **kwargs)
+
+        runtime.client.post_response = recording  # type: ignore[method-assign]
+        assert (await api.answer(api.push({}))).json() == "done"
+    assert idle_at_answer[0] < 0.1
